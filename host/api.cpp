@@ -1,0 +1,188 @@
+// The C ABI: validate, then dispatch to the CPU reference or (once a loss has one) its CUDA kernel.
+#include <cstring>
+
+#include "device_memory.hpp"
+#include "fusedloss/fusedloss.h"
+#include "reference/reference.hpp"
+#include "validate.hpp"
+#include "workspace.hpp"
+
+namespace fusedloss::host {
+namespace {
+
+// The reference entry point of each loss, and its name for messages.
+void run_reference(const fusedloss_bce_params& p, call c, int64_t& /*invalid_targets*/) {
+  reference::bce(p, c);
+}
+void run_reference(const fusedloss_sigmoid_focal_params& p, call c, int64_t& /*invalid_targets*/) {
+  reference::sigmoid_focal(p, c);
+}
+void run_reference(const fusedloss_mse_params& p, call c, int64_t& /*invalid_targets*/) {
+  reference::mse(p, c);
+}
+void run_reference(const fusedloss_cross_entropy_params& p, call c, int64_t& invalid_targets) {
+  invalid_targets = reference::cross_entropy(p, c);
+}
+void run_reference(const fusedloss_softmax_focal_params& p, call c, int64_t& invalid_targets) {
+  invalid_targets = reference::softmax_focal(p, c);
+}
+
+fusedloss_status no_cuda_kernel(fusedloss_error* err, const char* loss) {
+  return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
+                "device: %s is not implemented on this device (%s)",
+                loss,
+                fusedloss_built_with_cuda() ? "no CUDA kernel yet"
+                                            : "fusedloss was built without CUDA");
+}
+
+template <class Params>
+fusedloss_status run(const Params* p, call c, size_t workspace_bytes, fusedloss_error* err,
+                     const char* loss) {
+  Params resolved;
+  if (const fusedloss_status s = validate(p, c, workspace_bytes, resolved, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  if (resolved.device == FUSEDLOSS_DEVICE_CUDA) return no_cuda_kernel(err, loss);
+  int64_t invalid_targets = 0;
+  run_reference(resolved, c, invalid_targets);
+  if (invalid_targets > 0) {
+    return report(err, FUSEDLOSS_INVALID_TARGET, "targets",
+                  "targets: %lld class index(es) neither ignore_index nor in [0, num_classes); "
+                  "those rows were treated as ignored",
+                  static_cast<long long>(invalid_targets));
+  }
+  return succeed(err);
+}
+
+template <class Params>
+fusedloss_status workspace_size(const Params* p, size_t* bytes, fusedloss_error* err,
+                                const char* loss) {
+  if (const fusedloss_status s = validate_header(p, err); s != FUSEDLOSS_SUCCESS) return s;
+  if (bytes == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "bytes", "bytes: null");
+  if (p->device == FUSEDLOSS_DEVICE_CUDA) return no_cuda_kernel(err, loss);
+  *bytes = workspace_bytes_needed(*p);
+  return succeed(err);
+}
+
+// Defaults shared by every params struct: CPU, float32 logits and targets, no outputs, scale 1.
+template <class Params>
+void init_common(Params* p) {
+  std::memset(p, 0, sizeof *p);
+  p->struct_size = sizeof *p;
+  p->device = FUSEDLOSS_DEVICE_CPU;
+  p->logits_dtype = FUSEDLOSS_FLOAT32;
+  p->reduction = FUSEDLOSS_REDUCTION_MEAN;
+  p->empty_mean = FUSEDLOSS_EMPTY_MEAN_NAN;
+  p->grad_scale = 1.0f;
+}
+
+}  // namespace
+}  // namespace fusedloss::host
+
+using fusedloss::call;
+using fusedloss::host::init_common;
+
+extern "C" {
+
+void fusedloss_bce_params_init(fusedloss_bce_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_FLOAT32;
+  p->num_classes = 1;
+  p->weight_layout = FUSEDLOSS_WEIGHT_PER_ELEMENT;
+}
+
+void fusedloss_sigmoid_focal_params_init(fusedloss_sigmoid_focal_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_FLOAT32;
+  p->alpha = 0.25;
+  p->gamma = 2.0;
+  p->reduction = FUSEDLOSS_REDUCTION_NONE;  // torchvision's default
+}
+
+void fusedloss_mse_params_init(fusedloss_mse_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_FLOAT32;
+}
+
+void fusedloss_cross_entropy_params_init(fusedloss_cross_entropy_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_INT64;
+  p->spatial = 1;
+  p->ignore_index = -100;
+}
+
+void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_INT64;
+  p->spatial = 1;
+  p->ignore_index = -100;
+  p->gamma = 2.0;
+}
+
+#define FUSEDLOSS_DEFINE_LOSS(name)                                                               \
+  fusedloss_status fusedloss_##name##_workspace_size(const fusedloss_##name##_params* p,          \
+                                                     size_t* bytes, fusedloss_error* err) {       \
+    return fusedloss::host::workspace_size(p, bytes, err, #name);                                 \
+  }                                                                                               \
+  fusedloss_status fusedloss_##name##_forward(const fusedloss_##name##_params* p, void*,          \
+                                              size_t workspace_bytes, void*,                      \
+                                              fusedloss_error* err) {                             \
+    return fusedloss::host::run(p, call::forward, workspace_bytes, err, #name);                   \
+  }                                                                                               \
+  fusedloss_status fusedloss_##name##_backward(const fusedloss_##name##_params* p, void*,         \
+                                               size_t workspace_bytes, void*,                     \
+                                               fusedloss_error* err) {                            \
+    return fusedloss::host::run(p, call::backward, workspace_bytes, err, #name);                  \
+  }                                                                                               \
+  fusedloss_status fusedloss_##name##_forward_backward(const fusedloss_##name##_params* p, void*, \
+                                                       size_t workspace_bytes, void*,             \
+                                                       fusedloss_error* err) {                    \
+    return fusedloss::host::run(p, call::forward_backward, workspace_bytes, err, #name);          \
+  }
+
+FUSEDLOSS_DEFINE_LOSS(bce)
+FUSEDLOSS_DEFINE_LOSS(sigmoid_focal)
+FUSEDLOSS_DEFINE_LOSS(mse)
+FUSEDLOSS_DEFINE_LOSS(cross_entropy)
+FUSEDLOSS_DEFINE_LOSS(softmax_focal)
+
+#undef FUSEDLOSS_DEFINE_LOSS
+
+fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_device device,
+                                                  void* stream, int64_t* value,
+                                                  fusedloss_error* err) {
+  using fusedloss::host::report;
+  using fusedloss::host::succeed;
+  if (counter == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "counter", "counter: null");
+  if (value == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "value", "value: null");
+  if (device == FUSEDLOSS_DEVICE_CPU) {
+    *value = *counter;
+    *counter = 0;
+    return succeed(err);
+  }
+  if (device != FUSEDLOSS_DEVICE_CUDA) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "device", "device: unknown device %d",
+                  static_cast<int>(device));
+  }
+  if (!fusedloss_built_with_cuda()) {
+    return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
+                  "device: fusedloss was built without CUDA");
+  }
+  const std::string failure = fusedloss::host::read_and_clear_device_counter(counter, stream, value);
+  if (!failure.empty()) return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s", failure.c_str());
+  return succeed(err);
+}
+
+const char* fusedloss_status_string(fusedloss_status status) {
+  switch (status) {
+    case FUSEDLOSS_SUCCESS: return "success";
+    case FUSEDLOSS_INVALID_ARGUMENT: return "invalid argument";
+    case FUSEDLOSS_INVALID_TARGET: return "invalid target";
+    case FUSEDLOSS_NOT_IMPLEMENTED: return "not implemented";
+    case FUSEDLOSS_CUDA_ERROR: return "CUDA error";
+  }
+  return "unknown status";
+}
+
+}  // extern "C"

@@ -1,0 +1,35 @@
+#include <cuda_runtime_api.h>
+
+#include "device_memory.hpp"
+#include "fusedloss/fusedloss.h"
+
+namespace fusedloss::host {
+
+memory_space memory_space_of(const void* pointer) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
+    // No device or no driver: nothing can be classified. The error is not sticky; clear it so the
+    // caller's next cudaGetLastError() does not see it.
+    cudaGetLastError();
+    return memory_space::either;
+  }
+  switch (attributes.type) {
+    case cudaMemoryTypeUnregistered: return memory_space::host;
+    case cudaMemoryTypeDevice: return memory_space::device;
+    default: return memory_space::either;
+  }
+}
+
+std::string read_and_clear_device_counter(int64_t* counter, void* stream, int64_t* value) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  cudaError_t e = cudaMemcpyAsync(value, counter, sizeof *counter, cudaMemcpyDeviceToHost, s);
+  if (e == cudaSuccess) e = cudaMemsetAsync(counter, 0, sizeof *counter, s);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+  if (e == cudaSuccess) return {};
+  cudaGetLastError();
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+}  // namespace fusedloss::host
+
+extern "C" int fusedloss_built_with_cuda(void) { return 1; }

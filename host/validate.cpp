@@ -1,0 +1,255 @@
+#include "validate.hpp"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+
+#include "device_memory.hpp"
+#include "dtype.hpp"
+#include "workspace.hpp"
+
+namespace fusedloss::host {
+
+fusedloss_status report(fusedloss_error* err, fusedloss_status status, const char* argument,
+                        const char* format, ...) {
+  if (err != nullptr) {
+    err->status = status;
+    err->argument = argument;
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(err->message, sizeof err->message, format, args);
+    va_end(args);
+  }
+  return status;
+}
+
+fusedloss_status succeed(fusedloss_error* err) {
+  if (err != nullptr) {
+    err->status = FUSEDLOSS_SUCCESS;
+    err->argument = nullptr;
+    err->message[0] = '\0';
+  }
+  return FUSEDLOSS_SUCCESS;
+}
+
+namespace {
+
+const char* dtype_name(fusedloss_dtype dtype) {
+  switch (dtype) {
+    case FUSEDLOSS_FLOAT32: return "float32";
+    case FUSEDLOSS_FLOAT16: return "float16";
+    case FUSEDLOSS_BFLOAT16: return "bfloat16";
+    case FUSEDLOSS_FLOAT64: return "float64";
+    case FUSEDLOSS_INT32: return "int32";
+    case FUSEDLOSS_INT64: return "int64";
+  }
+  return "unknown";
+}
+
+// Runs a list of checks and keeps the first failure, so each loss's validation reads as a list.
+class checker {
+ public:
+  explicit checker(fusedloss_error* err) : err_(err) {}
+
+  template <class... Args>
+  void require(bool ok, const char* argument, const char* format, Args... args) {
+    if (ok || status_ != FUSEDLOSS_SUCCESS) return;
+    status_ = FUSEDLOSS_INVALID_ARGUMENT;
+    if (err_ == nullptr) return;
+    err_->status = status_;
+    err_->argument = argument;
+    const int n = std::snprintf(err_->message, sizeof err_->message, "%s: ", argument);
+    std::snprintf(err_->message + n, sizeof err_->message - n, format, args...);
+  }
+
+  // A buffer the call needs must be given, and in the call's memory space when that is detectable.
+  void require_buffer(const void* pointer, bool needed, fusedloss_device device,
+                      const char* argument) {
+    if (pointer == nullptr) {
+      require(!needed, argument, "null, but this call needs it");
+      return;
+    }
+    const memory_space space = memory_space_of(pointer);
+    if (device == FUSEDLOSS_DEVICE_CPU) {
+      require(space != memory_space::device, argument,
+              "points to device memory, but the call runs on the CPU");
+    } else {
+      require(space != memory_space::host, argument,
+              "points to pageable host memory, but the call runs on CUDA");
+    }
+  }
+
+  fusedloss_status status() const { return status_; }
+
+ private:
+  fusedloss_error* err_;
+  fusedloss_status status_ = FUSEDLOSS_SUCCESS;
+};
+
+bool finite(double v) { return std::isfinite(v); }
+
+// Checks shared by every loss: the header, dtypes, reduction, the outputs the call writes, the
+// upstream gradient it reads, and the workspace. `count` is the number of loss values under
+// reduction none (elements or rows); `grad_elements` whether there is any gradient to write.
+template <class Params>
+void check_common(checker& v, const Params& p, call c, size_t workspace_bytes, int64_t count,
+                  bool grad_elements) {
+  const bool logits_float = is_floating(p.logits_dtype);
+  v.require(logits_float, "logits_dtype", "%s is not a floating dtype", dtype_name(p.logits_dtype));
+  v.require(!(p.device == FUSEDLOSS_DEVICE_CUDA && p.logits_dtype == FUSEDLOSS_FLOAT64),
+            "logits_dtype", "float64 runs on the CPU reference only");
+  v.require(p.reduction == FUSEDLOSS_REDUCTION_NONE || p.reduction == FUSEDLOSS_REDUCTION_MEAN ||
+                p.reduction == FUSEDLOSS_REDUCTION_SUM,
+            "reduction", "unknown reduction %d", static_cast<int>(p.reduction));
+  v.require(p.empty_mean == FUSEDLOSS_EMPTY_MEAN_NAN || p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO,
+            "empty_mean", "unknown empty-mean policy %d", static_cast<int>(p.empty_mean));
+
+  const bool loss_values = p.reduction != FUSEDLOSS_REDUCTION_NONE || count > 0;
+  v.require_buffer(p.logits, count > 0 || grad_elements, p.device, "logits");
+  v.require_buffer(p.loss, c == call::forward && loss_values, p.device, "loss");
+  v.require_buffer(p.grad_logits, c != call::forward && grad_elements, p.device, "grad_logits");
+  v.require_buffer(p.grad_loss, c == call::backward && loss_values, p.device, "grad_loss");
+  v.require_buffer(p.grad_scale_ptr, false, p.device, "grad_scale_ptr");
+
+  const size_t needed = workspace_bytes_needed(p);
+  v.require(workspace_bytes >= needed, "workspace",
+            "%zu bytes given, the call needs %zu (ask the workspace_size call)", workspace_bytes,
+            needed);
+}
+
+// Element losses: M contiguous values; targets float32 or the logits' dtype.
+template <class Params>
+void check_elements(checker& v, const Params& p, call c, size_t workspace_bytes) {
+  v.require(p.numel >= 0, "numel", "negative (%lld)", static_cast<long long>(p.numel));
+  v.require(p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype,
+            "targets_dtype", "%s; expected float32 or the logits' dtype (%s)",
+            dtype_name(p.targets_dtype), dtype_name(p.logits_dtype));
+  v.require_buffer(p.targets, p.numel > 0, p.device, "targets");
+  check_common(v, p, c, workspace_bytes, p.numel, p.numel > 0);
+}
+
+void check_gamma(checker& v, double gamma) {
+  v.require(finite(gamma) && gamma >= 0, "gamma", "%g; expected a finite value >= 0", gamma);
+}
+
+// Row losses: the (N, C) / (N, C, S) layout with its strides, the class-index targets' dtype and
+// the optional counter. Resolves the strides' defaults in `resolved`.
+template <class Params>
+void check_rows(checker& v, const Params& p, call c, size_t workspace_bytes, bool probability_ok,
+                Params& resolved) {
+  constexpr int64_t int64_max = std::numeric_limits<int64_t>::max();
+  v.require(p.batch >= 0, "batch", "negative (%lld)", static_cast<long long>(p.batch));
+  v.require(p.num_classes >= 0, "num_classes", "negative (%lld)",
+            static_cast<long long>(p.num_classes));
+  v.require(p.spatial >= 0, "spatial", "negative (%lld)", static_cast<long long>(p.spatial));
+  if (v.status() != FUSEDLOSS_SUCCESS) return;
+  v.require(p.spatial == 0 || p.num_classes <= int64_max / p.spatial, "spatial",
+            "num_classes * spatial overflows int64");
+  if (v.status() != FUSEDLOSS_SUCCESS) return;
+  const int64_t row_elements = p.num_classes * p.spatial;
+  v.require(p.batch == 0 || p.spatial <= int64_max / p.batch, "batch",
+            "batch * spatial overflows int64");
+  if (v.status() != FUSEDLOSS_SUCCESS) return;
+  const int64_t rows = p.batch * p.spatial;
+  v.require(p.num_classes > 0 || rows == 0, "num_classes", "0 with %lld rows",
+            static_cast<long long>(rows));
+
+  v.require(p.row_stride == 0 || p.row_stride >= row_elements, "row_stride",
+            "%lld is less than num_classes * spatial (%lld)", static_cast<long long>(p.row_stride),
+            static_cast<long long>(row_elements));
+  v.require(p.grad_row_stride == 0 || p.grad_row_stride >= row_elements, "grad_row_stride",
+            "%lld is less than num_classes * spatial (%lld)",
+            static_cast<long long>(p.grad_row_stride), static_cast<long long>(row_elements));
+  resolved.row_stride = p.row_stride != 0 ? p.row_stride : row_elements;
+  resolved.grad_row_stride = p.grad_row_stride != 0 ? p.grad_row_stride : resolved.row_stride;
+  v.require(p.batch == 0 || resolved.row_stride <= int64_max / p.batch, "row_stride",
+            "batch * row_stride overflows int64");
+  v.require(p.batch == 0 || resolved.grad_row_stride <= int64_max / p.batch, "grad_row_stride",
+            "batch * grad_row_stride overflows int64");
+  v.require(p.grad_logits != p.logits || p.logits == nullptr ||
+                resolved.grad_row_stride == resolved.row_stride,
+            "grad_row_stride", "in-place (grad_logits == logits) needs equal row strides");
+
+  const bool index_targets = is_integer(p.targets_dtype);
+  const bool probability_targets =
+      probability_ok && (p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype);
+  v.require(index_targets || probability_targets, "targets_dtype", "%s; expected %s",
+            dtype_name(p.targets_dtype),
+            probability_ok ? "int32, int64, float32 or the logits' dtype" : "int32 or int64");
+  v.require_buffer(p.targets, rows > 0, p.device, "targets");
+  v.require_buffer(p.lse, false, p.device, "lse");
+  v.require_buffer(p.invalid_target_count, false, p.device, "invalid_target_count");
+  check_common(v, p, c, workspace_bytes, rows, rows > 0);
+}
+
+template <class Params, class Check>
+fusedloss_status validate_with(const Params* p, Params& resolved, fusedloss_error* err,
+                               Check&& check) {
+  if (const fusedloss_status s = validate_header(p, err); s != FUSEDLOSS_SUCCESS) return s;
+  checker v(err);
+  resolved = *p;
+  check(v);
+  return v.status() != FUSEDLOSS_SUCCESS ? v.status() : succeed(err);
+}
+
+}  // namespace
+
+fusedloss_status validate(const fusedloss_bce_params* p, call c, size_t workspace_bytes,
+                          fusedloss_bce_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    check_elements(v, *p, c, workspace_bytes);
+    v.require(p->weight_layout == FUSEDLOSS_WEIGHT_PER_ELEMENT ||
+                  p->weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS,
+              "weight_layout", "unknown layout %d", static_cast<int>(p->weight_layout));
+    const bool per_class = p->pos_weight != nullptr ||
+                           (p->weight != nullptr && p->weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS);
+    v.require(!per_class || (p->num_classes > 0 && p->numel % p->num_classes == 0), "num_classes",
+              "%lld does not divide numel (%lld); a per-class weight or pos_weight needs it to",
+              static_cast<long long>(p->num_classes), static_cast<long long>(p->numel));
+    v.require_buffer(p->weight, false, p->device, "weight");
+    v.require_buffer(p->pos_weight, false, p->device, "pos_weight");
+  });
+}
+
+fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c, size_t workspace_bytes,
+                          fusedloss_sigmoid_focal_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    check_elements(v, *p, c, workspace_bytes);
+    v.require(finite(p->alpha), "alpha", "%g; expected a finite value", p->alpha);
+    check_gamma(v, p->gamma);
+  });
+}
+
+fusedloss_status validate(const fusedloss_mse_params* p, call c, size_t workspace_bytes,
+                          fusedloss_mse_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err,
+                       [&](checker& v) { check_elements(v, *p, c, workspace_bytes); });
+}
+
+fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c, size_t workspace_bytes,
+                          fusedloss_cross_entropy_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    check_rows(v, *p, c, workspace_bytes, /*probability_ok=*/true, resolved);
+    v.require(p->label_smoothing >= 0 && p->label_smoothing <= 1, "label_smoothing",
+              "%g is outside [0, 1]", p->label_smoothing);
+    v.require(finite(p->z_loss) && p->z_loss >= 0, "z_loss", "%g; expected a finite value >= 0",
+              p->z_loss);
+    v.require(finite(p->softcap) && p->softcap >= 0, "softcap",
+              "%g; expected a finite value > 0, or 0 for off", p->softcap);
+    v.require_buffer(p->weight, false, p->device, "weight");
+    v.require_buffer(p->z_loss_out, false, p->device, "z_loss_out");
+  });
+}
+
+fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c, size_t workspace_bytes,
+                          fusedloss_softmax_focal_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    check_rows(v, *p, c, workspace_bytes, /*probability_ok=*/false, resolved);
+    check_gamma(v, p->gamma);
+    v.require_buffer(p->alpha, false, p->device, "alpha");
+  });
+}
+
+}  // namespace fusedloss::host

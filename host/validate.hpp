@@ -1,0 +1,48 @@
+// Argument checks: everything the host can see without reading device memory, checked before a
+// call touches any buffer, so that a refused call writes nothing. Each check names the argument.
+#pragma once
+
+#include <cstddef>
+
+#include "call.hpp"
+#include "fusedloss/fusedloss.h"
+
+namespace fusedloss::host {
+
+/// Fills `err` (when given) and returns `status`; `argument` may be null.
+fusedloss_status report(fusedloss_error* err, fusedloss_status status, const char* argument,
+                        const char* format, ...) __attribute__((format(printf, 4, 5)));
+
+/// Fills `err` (when given) with success and an empty message, and returns success.
+fusedloss_status succeed(fusedloss_error* err);
+
+/// Checks `p` for `c` with `workspace_bytes` of workspace and, on success, copies it into
+/// `resolved` with its defaults made explicit (row strides never 0).
+fusedloss_status validate(const fusedloss_bce_params* p, call c, size_t workspace_bytes,
+                          fusedloss_bce_params& resolved, fusedloss_error* err);
+fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c, size_t workspace_bytes,
+                          fusedloss_sigmoid_focal_params& resolved, fusedloss_error* err);
+fusedloss_status validate(const fusedloss_mse_params* p, call c, size_t workspace_bytes,
+                          fusedloss_mse_params& resolved, fusedloss_error* err);
+fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c, size_t workspace_bytes,
+                          fusedloss_cross_entropy_params& resolved, fusedloss_error* err);
+fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c, size_t workspace_bytes,
+                          fusedloss_softmax_focal_params& resolved, fusedloss_error* err);
+
+/// Checks only what a workspace query needs: the struct itself and its device.
+template <class Params>
+fusedloss_status validate_header(const Params* p, fusedloss_error* err) {
+  if (p == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "p", "params pointer is null");
+  if (p->struct_size != sizeof(Params)) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "struct_size",
+                  "struct_size is %zu, this library's params are %zu bytes (use the init call)",
+                  p->struct_size, sizeof(Params));
+  }
+  if (p->device != FUSEDLOSS_DEVICE_CPU && p->device != FUSEDLOSS_DEVICE_CUDA) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "device", "unknown device %d",
+                  static_cast<int>(p->device));
+  }
+  return FUSEDLOSS_SUCCESS;
+}
+
+}  // namespace fusedloss::host
