@@ -1,16 +1,16 @@
 // The C ABI: validate, then dispatch to the CPU reference or (once a loss has one) its CUDA kernel.
 #include <cstring>
 
+#include "cuda_dispatch.hpp"
 #include "device_memory.hpp"
 #include "fusedloss/fusedloss.h"
 #include "reference/reference.hpp"
 #include "validate.hpp"
-#include "workspace.hpp"
 
 namespace fusedloss::host {
 namespace {
 
-// The reference entry point of each loss, and its name for messages.
+// The reference entry point of each loss.
 void run_reference(const fusedloss_bce_params& p, call c, int64_t& /*invalid_targets*/) {
   reference::bce(p, c);
 }
@@ -27,23 +27,14 @@ void run_reference(const fusedloss_softmax_focal_params& p, call c, int64_t& inv
   invalid_targets = reference::softmax_focal(p, c);
 }
 
-fusedloss_status no_cuda_kernel(fusedloss_error* err, const char* loss) {
-  return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
-                "device: %s is not implemented on this device (%s)",
-                loss,
-                fusedloss_built_with_cuda() ? "no CUDA kernel yet"
-                                            : "fusedloss was built without CUDA");
-}
-
 template <class Params>
-fusedloss_status run(const Params* p, call c, size_t workspace_bytes, fusedloss_error* err,
-                     const char* loss) {
+fusedloss_status run(const Params* p, call c, void* workspace, size_t workspace_bytes, void* stream,
+                     fusedloss_error* err) {
   Params resolved;
-  if (const fusedloss_status s = validate(p, c, workspace_bytes, resolved, err);
-      s != FUSEDLOSS_SUCCESS) {
-    return s;
+  if (const fusedloss_status s = validate(p, c, resolved, err); s != FUSEDLOSS_SUCCESS) return s;
+  if (resolved.device == FUSEDLOSS_DEVICE_CUDA) {
+    return cuda::run(resolved, c, workspace, workspace_bytes, stream, err);
   }
-  if (resolved.device == FUSEDLOSS_DEVICE_CUDA) return no_cuda_kernel(err, loss);
   int64_t invalid_targets = 0;
   run_reference(resolved, c, invalid_targets);
   if (invalid_targets > 0) {
@@ -56,12 +47,11 @@ fusedloss_status run(const Params* p, call c, size_t workspace_bytes, fusedloss_
 }
 
 template <class Params>
-fusedloss_status workspace_size(const Params* p, size_t* bytes, fusedloss_error* err,
-                                const char* loss) {
+fusedloss_status workspace_size(const Params* p, size_t* bytes, fusedloss_error* err) {
   if (const fusedloss_status s = validate_header(p, err); s != FUSEDLOSS_SUCCESS) return s;
   if (bytes == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "bytes", "bytes: null");
-  if (p->device == FUSEDLOSS_DEVICE_CUDA) return no_cuda_kernel(err, loss);
-  *bytes = workspace_bytes_needed(*p);
+  if (p->device == FUSEDLOSS_DEVICE_CUDA) return cuda::workspace_size(*p, bytes, err);
+  *bytes = 0;  // the reference needs none
   return succeed(err);
 }
 
@@ -120,25 +110,26 @@ void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p) {
   p->gamma = 2.0;
 }
 
-#define FUSEDLOSS_DEFINE_LOSS(name)                                                               \
-  fusedloss_status fusedloss_##name##_workspace_size(const fusedloss_##name##_params* p,          \
-                                                     size_t* bytes, fusedloss_error* err) {       \
-    return fusedloss::host::workspace_size(p, bytes, err, #name);                                 \
-  }                                                                                               \
-  fusedloss_status fusedloss_##name##_forward(const fusedloss_##name##_params* p, void*,          \
-                                              size_t workspace_bytes, void*,                      \
-                                              fusedloss_error* err) {                             \
-    return fusedloss::host::run(p, call::forward, workspace_bytes, err, #name);                   \
-  }                                                                                               \
-  fusedloss_status fusedloss_##name##_backward(const fusedloss_##name##_params* p, void*,         \
-                                               size_t workspace_bytes, void*,                     \
-                                               fusedloss_error* err) {                            \
-    return fusedloss::host::run(p, call::backward, workspace_bytes, err, #name);                  \
-  }                                                                                               \
-  fusedloss_status fusedloss_##name##_forward_backward(const fusedloss_##name##_params* p, void*, \
-                                                       size_t workspace_bytes, void*,             \
-                                                       fusedloss_error* err) {                    \
-    return fusedloss::host::run(p, call::forward_backward, workspace_bytes, err, #name);          \
+#define FUSEDLOSS_DEFINE_LOSS(name)                                                                \
+  fusedloss_status fusedloss_##name##_workspace_size(const fusedloss_##name##_params* p,           \
+                                                     size_t* bytes, fusedloss_error* err) {        \
+    return fusedloss::host::workspace_size(p, bytes, err);                                         \
+  }                                                                                                \
+  fusedloss_status fusedloss_##name##_forward(const fusedloss_##name##_params* p, void* workspace, \
+                                              size_t workspace_bytes, void* stream,                \
+                                              fusedloss_error* err) {                              \
+    return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);        \
+  }                                                                                                \
+  fusedloss_status fusedloss_##name##_backward(const fusedloss_##name##_params* p,                 \
+                                               void* workspace, size_t workspace_bytes,            \
+                                               void* stream, fusedloss_error* err) {               \
+    return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);       \
+  }                                                                                                \
+  fusedloss_status fusedloss_##name##_forward_backward(const fusedloss_##name##_params* p,         \
+                                                       void* workspace, size_t workspace_bytes,    \
+                                                       void* stream, fusedloss_error* err) {       \
+    return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream,     \
+                                err);                                                              \
   }
 
 FUSEDLOSS_DEFINE_LOSS(bce)
@@ -154,7 +145,8 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
                                                   fusedloss_error* err) {
   using fusedloss::host::report;
   using fusedloss::host::succeed;
-  if (counter == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "counter", "counter: null");
+  if (counter == nullptr)
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "counter", "counter: null");
   if (value == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "value", "value: null");
   if (device == FUSEDLOSS_DEVICE_CPU) {
     *value = *counter;
@@ -169,18 +161,24 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
     return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
                   "device: fusedloss was built without CUDA");
   }
-  const std::string failure = fusedloss::host::read_and_clear_device_counter(counter, stream, value);
+  const std::string failure =
+      fusedloss::host::read_and_clear_device_counter(counter, stream, value);
   if (!failure.empty()) return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s", failure.c_str());
   return succeed(err);
 }
 
 const char* fusedloss_status_string(fusedloss_status status) {
   switch (status) {
-    case FUSEDLOSS_SUCCESS: return "success";
-    case FUSEDLOSS_INVALID_ARGUMENT: return "invalid argument";
-    case FUSEDLOSS_INVALID_TARGET: return "invalid target";
-    case FUSEDLOSS_NOT_IMPLEMENTED: return "not implemented";
-    case FUSEDLOSS_CUDA_ERROR: return "CUDA error";
+    case FUSEDLOSS_SUCCESS:
+      return "success";
+    case FUSEDLOSS_INVALID_ARGUMENT:
+      return "invalid argument";
+    case FUSEDLOSS_INVALID_TARGET:
+      return "invalid target";
+    case FUSEDLOSS_NOT_IMPLEMENTED:
+      return "not implemented";
+    case FUSEDLOSS_CUDA_ERROR:
+      return "CUDA error";
   }
   return "unknown status";
 }

@@ -8,7 +8,6 @@
 
 #include "device_memory.hpp"
 #include "dtype.hpp"
-#include "workspace.hpp"
 
 namespace fusedloss::host {
 
@@ -38,12 +37,18 @@ namespace {
 
 const char* dtype_name(fusedloss_dtype dtype) {
   switch (dtype) {
-    case FUSEDLOSS_FLOAT32: return "float32";
-    case FUSEDLOSS_FLOAT16: return "float16";
-    case FUSEDLOSS_BFLOAT16: return "bfloat16";
-    case FUSEDLOSS_FLOAT64: return "float64";
-    case FUSEDLOSS_INT32: return "int32";
-    case FUSEDLOSS_INT64: return "int64";
+    case FUSEDLOSS_FLOAT32:
+      return "float32";
+    case FUSEDLOSS_FLOAT16:
+      return "float16";
+    case FUSEDLOSS_BFLOAT16:
+      return "bfloat16";
+    case FUSEDLOSS_FLOAT64:
+      return "float64";
+    case FUSEDLOSS_INT32:
+      return "int32";
+    case FUSEDLOSS_INT64:
+      return "int64";
   }
   return "unknown";
 }
@@ -90,12 +95,11 @@ class checker {
 
 bool finite(double v) { return std::isfinite(v); }
 
-// Checks shared by every loss: the header, dtypes, reduction, the outputs the call writes, the
-// upstream gradient it reads, and the workspace. `count` is the number of loss values under
+// Checks shared by every loss: the header, dtypes, reduction, the outputs the call writes and the
+// upstream gradient it reads. `count` is the number of loss values under
 // reduction none (elements or rows); `grad_elements` whether there is any gradient to write.
 template <class Params>
-void check_common(checker& v, const Params& p, call c, size_t workspace_bytes, int64_t count,
-                  bool grad_elements) {
+void check_common(checker& v, const Params& p, call c, int64_t count, bool grad_elements) {
   const bool logits_float = is_floating(p.logits_dtype);
   v.require(logits_float, "logits_dtype", "%s is not a floating dtype", dtype_name(p.logits_dtype));
   v.require(!(p.device == FUSEDLOSS_DEVICE_CUDA && p.logits_dtype == FUSEDLOSS_FLOAT64),
@@ -112,22 +116,17 @@ void check_common(checker& v, const Params& p, call c, size_t workspace_bytes, i
   v.require_buffer(p.grad_logits, c != call::forward && grad_elements, p.device, "grad_logits");
   v.require_buffer(p.grad_loss, c == call::backward && loss_values, p.device, "grad_loss");
   v.require_buffer(p.grad_scale_ptr, false, p.device, "grad_scale_ptr");
-
-  const size_t needed = workspace_bytes_needed(p);
-  v.require(workspace_bytes >= needed, "workspace",
-            "%zu bytes given, the call needs %zu (ask the workspace_size call)", workspace_bytes,
-            needed);
 }
 
 // Element losses: M contiguous values; targets float32 or the logits' dtype.
 template <class Params>
-void check_elements(checker& v, const Params& p, call c, size_t workspace_bytes) {
+void check_elements(checker& v, const Params& p, call c) {
   v.require(p.numel >= 0, "numel", "negative (%lld)", static_cast<long long>(p.numel));
   v.require(p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype,
             "targets_dtype", "%s; expected float32 or the logits' dtype (%s)",
             dtype_name(p.targets_dtype), dtype_name(p.logits_dtype));
   v.require_buffer(p.targets, p.numel > 0, p.device, "targets");
-  check_common(v, p, c, workspace_bytes, p.numel, p.numel > 0);
+  check_common(v, p, c, p.numel, p.numel > 0);
 }
 
 void check_gamma(checker& v, double gamma) {
@@ -137,8 +136,7 @@ void check_gamma(checker& v, double gamma) {
 // Row losses: the (N, C) / (N, C, S) layout with its strides, the class-index targets' dtype and
 // the optional counter. Resolves the strides' defaults in `resolved`.
 template <class Params>
-void check_rows(checker& v, const Params& p, call c, size_t workspace_bytes, bool probability_ok,
-                Params& resolved) {
+void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params& resolved) {
   constexpr int64_t int64_max = std::numeric_limits<int64_t>::max();
   v.require(p.batch >= 0, "batch", "negative (%lld)", static_cast<long long>(p.batch));
   v.require(p.num_classes >= 0, "num_classes", "negative (%lld)",
@@ -181,7 +179,7 @@ void check_rows(checker& v, const Params& p, call c, size_t workspace_bytes, boo
   v.require_buffer(p.targets, rows > 0, p.device, "targets");
   v.require_buffer(p.lse, false, p.device, "lse");
   v.require_buffer(p.invalid_target_count, false, p.device, "invalid_target_count");
-  check_common(v, p, c, workspace_bytes, rows, rows > 0);
+  check_common(v, p, c, rows, rows > 0);
 }
 
 template <class Params, class Check>
@@ -196,10 +194,10 @@ fusedloss_status validate_with(const Params* p, Params& resolved, fusedloss_erro
 
 }  // namespace
 
-fusedloss_status validate(const fusedloss_bce_params* p, call c, size_t workspace_bytes,
-                          fusedloss_bce_params& resolved, fusedloss_error* err) {
+fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_params& resolved,
+                          fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
-    check_elements(v, *p, c, workspace_bytes);
+    check_elements(v, *p, c);
     v.require(p->weight_layout == FUSEDLOSS_WEIGHT_PER_ELEMENT ||
                   p->weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS,
               "weight_layout", "unknown layout %d", static_cast<int>(p->weight_layout));
@@ -213,25 +211,24 @@ fusedloss_status validate(const fusedloss_bce_params* p, call c, size_t workspac
   });
 }
 
-fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c, size_t workspace_bytes,
+fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c,
                           fusedloss_sigmoid_focal_params& resolved, fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
-    check_elements(v, *p, c, workspace_bytes);
+    check_elements(v, *p, c);
     v.require(finite(p->alpha), "alpha", "%g; expected a finite value", p->alpha);
     check_gamma(v, p->gamma);
   });
 }
 
-fusedloss_status validate(const fusedloss_mse_params* p, call c, size_t workspace_bytes,
-                          fusedloss_mse_params& resolved, fusedloss_error* err) {
-  return validate_with(p, resolved, err,
-                       [&](checker& v) { check_elements(v, *p, c, workspace_bytes); });
+fusedloss_status validate(const fusedloss_mse_params* p, call c, fusedloss_mse_params& resolved,
+                          fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) { check_elements(v, *p, c); });
 }
 
-fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c, size_t workspace_bytes,
+fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c,
                           fusedloss_cross_entropy_params& resolved, fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
-    check_rows(v, *p, c, workspace_bytes, /*probability_ok=*/true, resolved);
+    check_rows(v, *p, c, /*probability_ok=*/true, resolved);
     v.require(p->label_smoothing >= 0 && p->label_smoothing <= 1, "label_smoothing",
               "%g is outside [0, 1]", p->label_smoothing);
     v.require(finite(p->z_loss) && p->z_loss >= 0, "z_loss", "%g; expected a finite value >= 0",
@@ -243,10 +240,10 @@ fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c, size_
   });
 }
 
-fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c, size_t workspace_bytes,
+fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c,
                           fusedloss_softmax_focal_params& resolved, fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
-    check_rows(v, *p, c, workspace_bytes, /*probability_ok=*/false, resolved);
+    check_rows(v, *p, c, /*probability_ok=*/false, resolved);
     check_gamma(v, p->gamma);
     v.require_buffer(p->alpha, false, p->device, "alpha");
   });

@@ -16,17 +16,17 @@ fusedloss_status report(fusedloss_error* err, fusedloss_status status, const cha
 /// Fills `err` (when given) with success and an empty message, and returns success.
 fusedloss_status succeed(fusedloss_error* err);
 
-/// Checks `p` for `c` with `workspace_bytes` of workspace and, on success, copies it into
-/// `resolved` with its defaults made explicit (row strides never 0).
-fusedloss_status validate(const fusedloss_bce_params* p, call c, size_t workspace_bytes,
-                          fusedloss_bce_params& resolved, fusedloss_error* err);
-fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c, size_t workspace_bytes,
+/// Checks `p` for call `c` and, on success, copies it into `resolved` with its defaults made
+/// explicit (row strides never 0). The workspace is checked by the device path that sizes it.
+fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_params& resolved,
+                          fusedloss_error* err);
+fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c,
                           fusedloss_sigmoid_focal_params& resolved, fusedloss_error* err);
-fusedloss_status validate(const fusedloss_mse_params* p, call c, size_t workspace_bytes,
-                          fusedloss_mse_params& resolved, fusedloss_error* err);
-fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c, size_t workspace_bytes,
+fusedloss_status validate(const fusedloss_mse_params* p, call c, fusedloss_mse_params& resolved,
+                          fusedloss_error* err);
+fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c,
                           fusedloss_cross_entropy_params& resolved, fusedloss_error* err);
-fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c, size_t workspace_bytes,
+fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c,
                           fusedloss_softmax_focal_params& resolved, fusedloss_error* err);
 
 /// Checks only what a workspace query needs: the struct itself and its device.

@@ -27,6 +27,7 @@ class buffer {
   const void* data() const { return bytes_.empty() ? nullptr : bytes_.data(); }
   fusedloss_dtype dtype() const { return dtype_; }
   size_t size() const { return count_; }
+  size_t size_bytes() const { return bytes_.size(); }
   std::vector<double> values() const;
   double operator[](size_t i) const;
 

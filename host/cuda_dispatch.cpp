@@ -1,0 +1,133 @@
+// The CUDA path: turns validated params into kernel launches on the caller's stream and workspace.
+#include "cuda_dispatch.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+
+#include "element_losses.hpp"
+#include "validate.hpp"
+
+namespace fusedloss::host::cuda {
+namespace {
+
+fusedloss_status cuda_failure(fusedloss_error* err, cudaError_t e) {
+  cudaGetLastError();  // a launch error is not sticky; leave none behind for the caller
+  return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s: %s", cudaGetErrorName(e),
+                cudaGetErrorString(e));
+}
+
+fusedloss_status no_kernel_yet(fusedloss_error* err, const char* loss) {
+  return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
+                "device: %s is not implemented on this device (no CUDA kernel yet)", loss);
+}
+
+fusedloss_status check_workspace(size_t needed, const void* workspace, size_t workspace_bytes,
+                                 fusedloss_error* err) {
+  if (workspace_bytes < needed || (needed > 0 && workspace == nullptr)) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "workspace",
+                  "workspace: %zu bytes at %p given, the call needs %zu (ask the workspace_size "
+                  "call)",
+                  workspace_bytes, workspace, needed);
+  }
+  return FUSEDLOSS_SUCCESS;
+}
+
+// The fields every element loss shares; the caller adds its loss's own.
+template <class Params>
+kernels::element_problem element_problem(const Params& p, kernels::element_loss kind, call c) {
+  kernels::element_problem e{};
+  e.kind = kind;
+  e.numel = p.numel;
+  e.num_classes = 1;
+  e.logits = p.logits;
+  e.logits_dtype = p.logits_dtype;
+  e.targets = p.targets;
+  e.targets_dtype = p.targets_dtype;
+  e.reduction = p.reduction;
+  e.empty_value = p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? 0.0f : NAN;
+  e.loss = c != call::backward ? static_cast<float*>(p.loss) : nullptr;
+  e.grad = c != call::forward ? p.grad_logits : nullptr;
+  e.grad_loss = c == call::backward ? static_cast<const float*>(p.grad_loss) : nullptr;
+  e.grad_scale = p.grad_scale;
+  e.grad_scale_ptr = p.grad_scale_ptr;
+  return e;
+}
+
+template <class Params>
+fusedloss_status element_workspace(const Params& p, size_t* bytes, fusedloss_error* err) {
+  const cudaError_t e = kernels::element_workspace_bytes(p.numel, 0, bytes);
+  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+}
+
+fusedloss_status run_element(const kernels::element_problem& problem, void* workspace,
+                             size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  size_t needed = 0;
+  cudaError_t e = kernels::element_workspace_bytes(problem.numel, problem.max_blocks, &needed);
+  if (e != cudaSuccess) return cuda_failure(err, e);
+  if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  e = kernels::run_element_loss(problem, workspace, static_cast<cudaStream_t>(stream));
+  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+}
+
+}  // namespace
+
+fusedloss_status workspace_size(const fusedloss_bce_params& p, size_t* bytes,
+                                fusedloss_error* err) {
+  return element_workspace(p, bytes, err);
+}
+fusedloss_status workspace_size(const fusedloss_sigmoid_focal_params& p, size_t* bytes,
+                                fusedloss_error* err) {
+  return element_workspace(p, bytes, err);
+}
+fusedloss_status workspace_size(const fusedloss_mse_params& p, size_t* bytes,
+                                fusedloss_error* err) {
+  return element_workspace(p, bytes, err);
+}
+fusedloss_status workspace_size(const fusedloss_cross_entropy_params&, size_t*,
+                                fusedloss_error* err) {
+  return no_kernel_yet(err, "cross_entropy");
+}
+fusedloss_status workspace_size(const fusedloss_softmax_focal_params&, size_t*,
+                                fusedloss_error* err) {
+  return no_kernel_yet(err, "softmax_focal");
+}
+
+fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, size_t workspace_bytes,
+                     void* stream, fusedloss_error* err) {
+  kernels::element_problem e = element_problem(p, kernels::element_loss::bce, c);
+  e.num_classes = p.num_classes;
+  e.weight = p.weight;
+  e.weight_per_class = p.weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS;
+  e.pos_weight = p.pos_weight;
+  return run_element(e, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status run(const fusedloss_sigmoid_focal_params& p, call c, void* workspace,
+                     size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  kernels::element_problem e = element_problem(p, kernels::element_loss::sigmoid_focal, c);
+  e.alpha = static_cast<float>(p.alpha);
+  e.gamma = static_cast<float>(p.gamma);
+  return run_element(e, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status run(const fusedloss_mse_params& p, call c, void* workspace, size_t workspace_bytes,
+                     void* stream, fusedloss_error* err) {
+  return run_element(element_problem(p, kernels::element_loss::mse, c), workspace, workspace_bytes,
+                     stream, err);
+}
+
+fusedloss_status run(const fusedloss_cross_entropy_params&, call, void*, size_t, void*,
+                     fusedloss_error* err) {
+  return no_kernel_yet(err, "cross_entropy");
+}
+
+fusedloss_status run(const fusedloss_softmax_focal_params&, call, void*, size_t, void*,
+                     fusedloss_error* err) {
+  return no_kernel_yet(err, "softmax_focal");
+}
+
+}  // namespace fusedloss::host::cuda

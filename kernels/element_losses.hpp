@@ -1,0 +1,46 @@
+// Launch interface of the element-loss kernels (BCE with logits, sigmoid focal, MSE), in host
+// terms: the host layer fills an element_problem from validated params and calls run_element_loss.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fusedloss/fusedloss.h"
+
+namespace fusedloss::kernels {
+
+enum class element_loss { bce, sigmoid_focal, mse };
+
+/// One call's work. Pointers are device pointers; a null output is not written.
+struct element_problem {
+  element_loss kind;
+  int64_t numel;
+  int64_t num_classes;  ///< class of element i is i % num_classes (per-class vectors)
+  const void* logits;
+  fusedloss_dtype logits_dtype;  ///< float32, float16 or bfloat16; also grad's dtype
+  const void* targets;
+  fusedloss_dtype targets_dtype;  ///< float32 or logits_dtype
+  const float* weight;            ///< BCE only, optional
+  bool weight_per_class;
+  const float* pos_weight;  ///< BCE only, optional, per class
+  float alpha;              ///< sigmoid focal
+  float gamma;              ///< sigmoid focal
+  fusedloss_reduction reduction;
+  float empty_value;       ///< mean over zero elements: NaN or 0
+  float* loss;             ///< per element (none) or one value; optional
+  void* grad;              ///< optional
+  const float* grad_loss;  ///< backward's upstream (per element under none); else null
+  float grad_scale;        ///< forward_backward's upstream, times *grad_scale_ptr if given
+  const float* grad_scale_ptr;
+  int max_blocks;  ///< 0: the default grid; tests cap it to vary the launch
+};
+
+/// Workspace bytes for `numel` elements on the current device under the same max_blocks.
+cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes);
+
+/// Enqueues the call on `stream`: no allocation, no synchronisation (graph-capturable).
+cudaError_t run_element_loss(const element_problem& problem, void* workspace, cudaStream_t stream);
+
+}  // namespace fusedloss::kernels

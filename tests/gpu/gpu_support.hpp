@@ -1,0 +1,90 @@
+// What the GPU tests share: the skip rule, device buffers, and byte-exact copies to and from the
+// host buffers of tools/checks.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "checks.hpp"
+
+namespace fusedloss::gpu_tests {
+
+/// Empty when a CUDA device is usable, else why not.
+inline std::string why_no_gpu() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ")";
+  }
+  return count == 0 ? "no CUDA device present" : "";
+}
+
+/// Skips the test when there is no GPU, unless FUSEDLOSS_REQUIRE_GPU is set (scripts/gpu-check.sh
+/// sets it, so that a GPU test can never pass by skipping on a GPU machine).
+#define FUSEDLOSS_REQUIRE_GPU_OR_SKIP()                                         \
+  do {                                                                          \
+    const std::string why = ::fusedloss::gpu_tests::why_no_gpu();               \
+    if (!why.empty()) {                                                         \
+      if (std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr) FAIL() << why;       \
+      GTEST_SKIP() << "GPU test skipped: " << why;                              \
+    }                                                                           \
+  } while (0)
+
+/// Asserts that a CUDA runtime call succeeded, naming its error otherwise.
+#define FUSEDLOSS_CUDA_OK(expr)                                      \
+  do {                                                               \
+    const cudaError_t fusedloss_e = (expr);                          \
+    ASSERT_EQ(fusedloss_e, cudaSuccess) << cudaGetErrorString(fusedloss_e); \
+  } while (0)
+
+/// Device memory holding a copy of a host buffer's bytes (or its size only).
+class device_buffer {
+ public:
+  device_buffer() = default;
+  explicit device_buffer(size_t bytes) : bytes_(bytes) {
+    if (bytes_ > 0 && cudaMalloc(&data_, bytes_) != cudaSuccess) {
+      data_ = nullptr;
+      ADD_FAILURE() << "cudaMalloc of " << bytes_ << " bytes failed";
+    }
+  }
+  explicit device_buffer(const checks::buffer& host) : device_buffer(host.size_bytes()) {
+    if (data_ != nullptr) cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice);
+  }
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  device_buffer(device_buffer&& o) noexcept : data_(o.data_), bytes_(o.bytes_) {
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  device_buffer& operator=(device_buffer&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~device_buffer() { cudaFree(data_); }
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+  /// Copies the device bytes back into `host` (which must be as large).
+  void download(checks::buffer& host) const {
+    if (bytes_ > 0) cudaMemcpy(host.data(), data_, bytes_, cudaMemcpyDeviceToHost);
+  }
+  std::vector<unsigned char> raw() const {
+    std::vector<unsigned char> out(bytes_);
+    if (bytes_ > 0) cudaMemcpy(out.data(), data_, bytes_, cudaMemcpyDeviceToHost);
+    return out;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace fusedloss::gpu_tests
