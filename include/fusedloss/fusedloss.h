@@ -250,8 +250,9 @@ typedef struct fusedloss_cross_entropy_params {
   const void* grad_loss;          /**< backward's upstream gradient */
   float grad_scale;               /**< forward_backward's scale, default 1 */
   const float* grad_scale_ptr;    /**< forward_backward's scale in memory, optional */
-  int64_t* invalid_target_count;  /**< optional counter (call's memory space) that the count of
-                                       out-of-range class-index targets is added to */
+  int64_t* invalid_target_count;  /**< optional counter (call's memory space) that forward and
+                                       forward_backward add the count of out-of-range class-index
+                                       targets to (backward, which follows a forward, does not) */
 } fusedloss_cross_entropy_params;
 
 /**
