@@ -1,0 +1,684 @@
+#include "golden.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "dtype.hpp"
+
+namespace fusedloss::checks {
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// Vocabulary of the format
+
+enum class value_kind { dtype, reduction, empty_mean, weight_layout, integer, real };
+
+const std::map<std::string, value_kind>& scalar_keys() {
+  static const std::map<std::string, value_kind> keys = {
+      {"logits_dtype", value_kind::dtype},
+      {"targets_dtype", value_kind::dtype},
+      {"reduction", value_kind::reduction},
+      {"empty_mean", value_kind::empty_mean},
+      {"weight_layout", value_kind::weight_layout},
+      {"numel", value_kind::integer},
+      {"num_classes", value_kind::integer},
+      {"batch", value_kind::integer},
+      {"spatial", value_kind::integer},
+      {"row_stride", value_kind::integer},
+      {"ignore_index", value_kind::integer},
+      {"label_smoothing", value_kind::real},
+      {"z_loss", value_kind::real},
+      {"softcap", value_kind::real},
+      {"alpha", value_kind::real},
+      {"gamma", value_kind::real},
+  };
+  return keys;
+}
+
+const std::set<std::string>& array_names() {
+  static const std::set<std::string> names = {"logits",     "targets",       "weight",
+                                              "pos_weight", "grad_loss",     "expect_loss",
+                                              "expect_lse", "expect_z_loss", "expect_grad"};
+  return names;
+}
+
+const std::set<std::string>& loss_names() {
+  static const std::set<std::string> names = {"bce", "sigmoid_focal", "mse", "cross_entropy",
+                                              "softmax_focal"};
+  return names;
+}
+
+const std::map<std::string, fusedloss_dtype>& dtype_names() {
+  static const std::map<std::string, fusedloss_dtype> names = {
+      {"float32", FUSEDLOSS_FLOAT32},   {"float16", FUSEDLOSS_FLOAT16},
+      {"bfloat16", FUSEDLOSS_BFLOAT16}, {"float64", FUSEDLOSS_FLOAT64},
+      {"int32", FUSEDLOSS_INT32},       {"int64", FUSEDLOSS_INT64}};
+  return names;
+}
+
+const std::map<std::string, fusedloss_reduction>& reduction_names() {
+  static const std::map<std::string, fusedloss_reduction> names = {
+      {"none", FUSEDLOSS_REDUCTION_NONE},
+      {"mean", FUSEDLOSS_REDUCTION_MEAN},
+      {"sum", FUSEDLOSS_REDUCTION_SUM}};
+  return names;
+}
+
+const std::map<std::string, fusedloss_empty_mean>& empty_mean_names() {
+  static const std::map<std::string, fusedloss_empty_mean> names = {
+      {"nan", FUSEDLOSS_EMPTY_MEAN_NAN}, {"zero", FUSEDLOSS_EMPTY_MEAN_ZERO}};
+  return names;
+}
+
+const std::map<std::string, fusedloss_weight_layout>& weight_layout_names() {
+  static const std::map<std::string, fusedloss_weight_layout> names = {
+      {"per_element", FUSEDLOSS_WEIGHT_PER_ELEMENT}, {"per_class", FUSEDLOSS_WEIGHT_PER_CLASS}};
+  return names;
+}
+
+bool parse_real(const std::string& s, double& v) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size();
+}
+
+bool parse_integer(const std::string& s, int64_t& v) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  const long long r = std::strtoll(s.c_str(), &end, 10);
+  if (errno == ERANGE || end != s.c_str() + s.size()) return false;
+  v = static_cast<int64_t>(r);
+  return true;
+}
+
+bool valid_scalar(value_kind kind, const std::string& v) {
+  double d;
+  int64_t i;
+  switch (kind) {
+    case value_kind::dtype:
+      return dtype_names().count(v) != 0;
+    case value_kind::reduction:
+      return reduction_names().count(v) != 0;
+    case value_kind::empty_mean:
+      return empty_mean_names().count(v) != 0;
+    case value_kind::weight_layout:
+      return weight_layout_names().count(v) != 0;
+    case value_kind::integer:
+      return parse_integer(v, i);
+    case value_kind::real:
+      return parse_real(v, d);
+  }
+  return false;
+}
+
+[[noreturn]] void malformed(const std::string& path, int line, const std::string& what) {
+  throw std::runtime_error(path + ":" + std::to_string(line) + ": " + what);
+}
+
+}  // namespace
+
+std::string golden_case::scalar(const std::string& key, const std::string& fallback) const {
+  const auto it = scalars.find(key);
+  return it == scalars.end() ? fallback : it->second;
+}
+
+std::vector<golden_case> read_golden_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::vector<golden_case> cases;
+  std::set<std::string> names;
+  golden_case current;
+  bool open = false;
+  std::string text;
+  int line = 0;
+  while (std::getline(in, text)) {
+    ++line;
+    std::istringstream tokens(text);
+    std::string key;
+    if (!(tokens >> key) || key[0] == '#') continue;  // blank line or comment
+    std::vector<std::string> rest;
+    for (std::string t; tokens >> t;) rest.push_back(std::move(t));
+
+    if (!open) {
+      if (key != "case") malformed(path, line, "expected 'case <name>', found '" + key + "'");
+      if (rest.size() != 1) malformed(path, line, "'case' takes one name without spaces");
+      if (!names.insert(rest[0]).second) malformed(path, line, "repeated case name " + rest[0]);
+      current = golden_case{};
+      current.name = rest[0];
+      current.file = path;
+      current.line = line;
+      open = true;
+      continue;
+    }
+    const std::string where = "case " + current.name + ": ";
+    if (key == "case") malformed(path, line, where + "'case' before 'end'");
+    if (key == "end") {
+      if (!rest.empty()) malformed(path, line, where + "'end' takes nothing");
+      if (current.loss.empty()) malformed(path, line, where + "no 'loss' line");
+      for (const char* required :
+           {"logits", "targets", "grad_loss", "expect_loss", "expect_grad"}) {
+        if (!current.arrays.count(required)) {
+          malformed(path, line, where + "no '" + required + "' array");
+        }
+      }
+      cases.push_back(std::move(current));
+      open = false;
+      continue;
+    }
+    if (key == "loss") {
+      if (!current.loss.empty()) malformed(path, line, where + "repeated 'loss'");
+      if (rest.size() != 1 || !loss_names().count(rest[0])) {
+        malformed(path, line, where + "unknown loss '" + (rest.empty() ? "" : rest[0]) + "'");
+      }
+      current.loss = rest[0];
+      continue;
+    }
+    if (const auto it = scalar_keys().find(key); it != scalar_keys().end()) {
+      if (rest.size() != 1) malformed(path, line, where + "'" + key + "' takes one value");
+      if (!valid_scalar(it->second, rest[0])) {
+        malformed(path, line, where + "bad value '" + rest[0] + "' for '" + key + "'");
+      }
+      if (!current.scalars.emplace(key, rest[0]).second) {
+        malformed(path, line, where + "repeated '" + key + "'");
+      }
+      continue;
+    }
+    if (array_names().count(key)) {
+      int64_t count = -1;
+      if (rest.empty() || !parse_integer(rest[0], count) || count < 0) {
+        malformed(path, line, where + "'" + key + "' needs a count");
+      }
+      if (static_cast<int64_t>(rest.size()) - 1 != count) {
+        malformed(path, line,
+                  where + "'" + key + "' says " + std::to_string(count) + " values, has " +
+                      std::to_string(rest.size() - 1));
+      }
+      std::vector<double> values(static_cast<size_t>(count));
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (!parse_real(rest[i + 1], values[i])) {
+          malformed(path, line, where + "bad number '" + rest[i + 1] + "' in '" + key + "'");
+        }
+      }
+      if (!current.arrays.emplace(key, std::move(values)).second) {
+        malformed(path, line, where + "repeated '" + key + "'");
+      }
+      continue;
+    }
+    malformed(path, line, where + "unknown key '" + key + "'");
+  }
+  if (open) malformed(path, line, "case " + current.name + ": no 'end' before the end of the file");
+  return cases;
+}
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// Running a case
+
+fusedloss_dtype dtype_option(const golden_case& c, const char* key, fusedloss_dtype fallback) {
+  return c.scalars.count(key) ? dtype_names().at(c.scalars.at(key)) : fallback;
+}
+
+int64_t integer_option(const golden_case& c, const char* key, int64_t fallback) {
+  int64_t v = fallback;
+  if (c.scalars.count(key)) parse_integer(c.scalars.at(key), v);
+  return v;
+}
+
+double real_option(const golden_case& c, const char* key, double fallback) {
+  double v = fallback;
+  if (c.scalars.count(key)) parse_real(c.scalars.at(key), v);
+  return v;
+}
+
+const std::vector<double>* array_option(const golden_case& c, const char* key) {
+  const auto it = c.arrays.find(key);
+  return it == c.arrays.end() ? nullptr : &it->second;
+}
+
+[[noreturn]] void unrunnable(const golden_case& c, const std::string& what) {
+  throw std::runtime_error(c.file + ":" + std::to_string(c.line) + ": case " + c.name + ": " +
+                           what);
+}
+
+/// A host buffer and its copy in the call's memory space. At least one element is always stored, so
+/// the call never sees a null pointer for an empty array; outputs carry one more poisoned element
+/// past their end, which must stay poisoned.
+class staged {
+ public:
+  staged() = default;
+  staged(buffer host, size_t count, const device_memory* memory)
+      : host_(std::move(host)), count_(count), memory_(memory) {
+    if (memory_ != nullptr) {
+      device_ = memory_->allocate(bytes());
+      memory_->to_device(device_, host_.data(), bytes());
+    }
+  }
+  static staged input(fusedloss_dtype dtype, std::vector<double> values,
+                      const device_memory* memory) {
+    const size_t count = values.size();
+    if (values.empty()) values.push_back(0.0);
+    return staged(buffer(dtype, values), count, memory);
+  }
+  static staged output(fusedloss_dtype dtype, size_t count, const device_memory* memory) {
+    return staged(buffer::poisoned(dtype, count + 1), count, memory);
+  }
+  staged(staged&& o) noexcept { *this = std::move(o); }
+  staged& operator=(staged&& o) noexcept {
+    std::swap(host_, o.host_);
+    std::swap(count_, o.count_);
+    std::swap(memory_, o.memory_);
+    std::swap(device_, o.device_);
+    return *this;
+  }
+  staged(const staged&) = delete;
+  staged& operator=(const staged&) = delete;
+  ~staged() {
+    if (memory_ != nullptr && device_ != nullptr) memory_->release(device_);
+  }
+
+  void* ptr() { return memory_ != nullptr ? device_ : host_.data(); }
+  void download() {
+    if (memory_ != nullptr) memory_->to_host(host_.data(), device_, bytes());
+  }
+  const buffer& host() const { return host_; }
+  size_t count() const { return count_; }
+  /// Whether element i still holds the poison (all bytes 0xFF).
+  bool poisoned(size_t i) const {
+    const size_t size = host::dtype_size(host_.dtype());
+    const auto* p = static_cast<const unsigned char*>(host_.data()) + i * size;
+    for (size_t b = 0; b < size; ++b) {
+      if (p[b] != 0xFF) return false;
+    }
+    return true;
+  }
+
+ private:
+  size_t bytes() const { return host_.size() * host::dtype_size(host_.dtype()); }
+  buffer host_;
+  size_t count_ = 0;
+  const device_memory* memory_ = nullptr;
+  void* device_ = nullptr;
+};
+
+std::string number(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+/// Compares an output with its expected values. `padding(i)` says which positions the call must
+/// leave alone (they must keep their poison), as must the guard element past the end.
+golden_result compare(const std::string& call, const std::string& output, const staged& got,
+                      const std::vector<double>& want, tolerance tol,
+                      const std::function<bool(size_t)>& padding) {
+  golden_result r{call, output, 0.0, tol, true, "", {}, {}, FUSEDLOSS_SUCCESS};
+  r.got.reserve(want.size());
+  r.want.reserve(want.size());
+  auto fail = [&r](const std::string& detail) {
+    if (r.pass) r.detail = detail;
+    r.pass = false;
+  };
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (padding && padding(i)) {
+      if (!got.poisoned(i)) fail("padding element " + std::to_string(i) + " was written");
+      continue;
+    }
+    const double g = got.host()[i];
+    const double w = want[i];
+    r.got.push_back(g);
+    r.want.push_back(w);
+    if (std::isnan(g) != std::isnan(w)) {
+      r.max_error = NAN;
+    } else if (!std::isnan(g) && g != w && !std::isnan(r.max_error)) {
+      r.max_error = std::max(r.max_error, std::fabs(g - w));
+    }
+    if (!tol.accepts(g, w)) {
+      fail("element " + std::to_string(i) + ": got " + number(g) + ", want " + number(w) +
+           (got.poisoned(i) ? " (never written)" : ""));
+    }
+  }
+  if (!got.poisoned(got.count()))
+    fail("wrote past the end (element " + std::to_string(got.count()) + ")");
+  return r;
+}
+
+template <class P>
+struct loss_api {
+  void (*init)(P*);
+  fusedloss_status (*workspace_size)(const P*, size_t*, fusedloss_error*);
+  fusedloss_status (*forward)(const P*, void*, size_t, void*, fusedloss_error*);
+  fusedloss_status (*backward)(const P*, void*, size_t, void*, fusedloss_error*);
+  fusedloss_status (*forward_backward)(const P*, void*, size_t, void*, fusedloss_error*);
+};
+
+#define FUSEDLOSS_GOLDEN_API(name)                                                                 \
+  loss_api<fusedloss_##name##_params> {                                                            \
+    fusedloss_##name##_params_init, fusedloss_##name##_workspace_size, fusedloss_##name##_forward, \
+        fusedloss_##name##_backward, fusedloss_##name##_forward_backward                           \
+  }
+
+template <class P>
+constexpr bool is_cross_entropy = std::is_same_v<P, fusedloss_cross_entropy_params>;
+template <class P>
+constexpr bool is_row_loss =
+    is_cross_entropy<P> || std::is_same_v<P, fusedloss_softmax_focal_params>;
+
+/// Everything one case needs beyond its params: staged inputs, sizes, tolerances.
+struct runner {
+  const golden_case& c;
+  const device_memory* memory;
+  fusedloss_dtype logits_dtype;
+  fusedloss_dtype loss_dtype;
+  bool none;
+  size_t rows;    // outputs under none (elements or rows)
+  size_t inner;   // C * S for row losses (a sample's used columns), numel otherwise
+  size_t stride;  // elements between samples of the logits
+  staged logits, targets, weight, pos_weight, grad_loss;
+  std::vector<golden_result> results;
+
+  size_t loss_count() const { return none ? rows : 1; }
+  bool padding(size_t i) const { return stride > 0 && i % stride >= inner; }
+
+  const std::vector<double>& array(const char* key) const { return c.arrays.at(key); }
+
+  /// Stages the optional float32 vector `key` (absent: an empty staged buffer, passed as null).
+  staged optional(const char* key) const {
+    const auto* v = array_option(c, key);
+    return v ? staged::input(FUSEDLOSS_FLOAT32, *v, memory) : staged();
+  }
+
+  template <class P>
+  void bind_inputs(P& p) {
+    p.logits = logits.ptr();
+    p.targets = targets.ptr();
+    p.grad_loss = grad_loss.ptr();
+    auto vec = [](staged& s) {
+      return s.host().size() ? static_cast<const float*>(s.ptr()) : nullptr;
+    };
+    if constexpr (std::is_same_v<P, fusedloss_bce_params>) {
+      p.weight = vec(weight);
+      p.pos_weight = vec(pos_weight);
+    } else if constexpr (is_cross_entropy<P>) {
+      p.weight = vec(weight);
+    } else if constexpr (std::is_same_v<P, fusedloss_softmax_focal_params>) {
+      p.alpha = vec(weight);
+    }
+  }
+
+  /// Runs one call on a copy of `base` with fresh poisoned outputs and compares what it wrote.
+  template <class P>
+  void call(const loss_api<P>& api, P p, const char* name) {
+    const std::string call_name = name;
+    const bool is_forward = call_name != "backward";
+    const bool is_backward = call_name != "forward";
+    bind_inputs(p);
+    staged loss = staged::output(loss_dtype, loss_count(), memory);
+    staged lse = staged::output(loss_dtype, rows, memory);
+    staged z_loss = staged::output(loss_dtype, loss_count(), memory);
+    staged grad = staged::output(logits_dtype, logits.count(), memory);
+    const bool want_lse = is_forward && array_option(c, "expect_lse") != nullptr;
+    const bool want_z = is_forward && array_option(c, "expect_z_loss") != nullptr;
+    if (is_forward) p.loss = loss.ptr();
+    if constexpr (is_row_loss<P>) {
+      if (want_lse) p.lse = lse.ptr();
+    }
+    if constexpr (is_cross_entropy<P>) {
+      if (want_z) p.z_loss_out = z_loss.ptr();
+    }
+    if (is_backward) p.grad_logits = grad.ptr();
+    if (call_name == "forward_backward")
+      p.grad_scale = none ? 1.0f : static_cast<float>(grad_loss.host()[0]);
+
+    fusedloss_error err{};
+    size_t bytes = 0;
+    fusedloss_status status = api.workspace_size(&p, &bytes, &err);
+    std::vector<unsigned char> host_ws;
+    void* ws = nullptr;
+    if (status == FUSEDLOSS_SUCCESS && bytes > 0) {
+      if (memory != nullptr) {
+        ws = memory->allocate(bytes);
+      } else {
+        host_ws.resize(bytes);
+        ws = host_ws.data();
+      }
+    }
+    if (status == FUSEDLOSS_SUCCESS) {
+      auto fn = call_name == "forward"    ? api.forward
+                : call_name == "backward" ? api.backward
+                                          : api.forward_backward;
+      status = fn(&p, ws, bytes, nullptr, &err);
+    }
+    if (memory != nullptr && ws != nullptr) memory->release(ws);
+    if (status != FUSEDLOSS_SUCCESS) {
+      results.push_back({call_name,
+                         "status",
+                         NAN,
+                         tolerance{0, 0},
+                         false,
+                         std::string(fusedloss_status_string(status)) + ": " + err.message,
+                         {},
+                         {NAN},
+                         status});
+      return;
+    }
+
+    const tolerance loss_tol = rounding_tolerance(loss_dtype);
+    if (is_forward) {
+      loss.download();
+      results.push_back(compare(call_name, "loss", loss, array("expect_loss"), loss_tol, nullptr));
+    }
+    if (want_lse) {
+      lse.download();
+      results.push_back(compare(call_name, "lse", lse, array("expect_lse"), loss_tol, nullptr));
+    }
+    if (want_z) {
+      z_loss.download();
+      results.push_back(
+          compare(call_name, "z_loss", z_loss, array("expect_z_loss"), loss_tol, nullptr));
+    }
+    // Under none the fused call's gradient is that of the plain sum of losses, which the golden
+    // does not hold: only its loss outputs are compared.
+    if (is_backward && !(call_name == "forward_backward" && none)) {
+      grad.download();
+      results.push_back(compare(call_name, "grad", grad, array("expect_grad"),
+                                rounding_tolerance(logits_dtype),
+                                [this](size_t i) { return padding(i); }));
+    }
+  }
+
+  template <class P>
+  void run_all(const loss_api<P>& api, const P& p) {
+    call(api, p, "forward");
+    call(api, p, "backward");
+    call(api, p, "forward_backward");
+  }
+
+  void expect_size(const char* key, size_t count) const {
+    const auto* v = array_option(c, key);
+    if (v != nullptr && v->size() != count) {
+      unrunnable(c, std::string("'") + key + "' has " + std::to_string(v->size()) +
+                        " values, the sizes say " + std::to_string(count));
+    }
+  }
+};
+
+template <class P>
+void common_options(const golden_case& c, P& p, fusedloss_device device) {
+  p.device = device;
+  p.logits_dtype = dtype_option(c, "logits_dtype", p.logits_dtype);
+  p.targets_dtype = dtype_option(c, "targets_dtype", p.targets_dtype);
+  if (c.scalars.count("reduction")) p.reduction = reduction_names().at(c.scalars.at("reduction"));
+  if (c.scalars.count("empty_mean")) {
+    p.empty_mean = empty_mean_names().at(c.scalars.at("empty_mean"));
+  }
+}
+
+template <class P>
+std::vector<golden_result> run_element(const golden_case& c, const loss_api<P>& api, P p,
+                                       const device_memory* memory) {
+  const auto m = static_cast<size_t>(p.numel);
+  runner r{c,
+           memory,
+           p.logits_dtype,
+           host::loss_dtype(p.logits_dtype),
+           p.reduction == FUSEDLOSS_REDUCTION_NONE,
+           m,
+           m,
+           0,
+           {},
+           {},
+           {},
+           {},
+           {},
+           {}};
+  r.expect_size("logits", m);
+  r.expect_size("targets", m);
+  r.expect_size("expect_grad", m);
+  r.expect_size("expect_loss", r.loss_count());
+  r.expect_size("grad_loss", r.loss_count());
+  r.logits = staged::input(p.logits_dtype, r.array("logits"), memory);
+  r.targets = staged::input(p.targets_dtype, r.array("targets"), memory);
+  r.grad_loss = staged::input(r.loss_dtype, r.array("grad_loss"), memory);
+  r.weight = r.optional("weight");
+  r.pos_weight = r.optional("pos_weight");
+  r.run_all(api, p);
+  return std::move(r.results);
+}
+
+template <class P>
+std::vector<golden_result> run_rows(const golden_case& c, const loss_api<P>& api, P p,
+                                    const device_memory* memory) {
+  const auto n = static_cast<size_t>(p.batch);
+  const auto classes = static_cast<size_t>(p.num_classes);
+  const auto s = static_cast<size_t>(p.spatial);
+  const size_t inner = classes * s;
+  const size_t stride = p.row_stride > 0 ? static_cast<size_t>(p.row_stride) : inner;
+  const bool index_targets =
+      p.targets_dtype == FUSEDLOSS_INT32 || p.targets_dtype == FUSEDLOSS_INT64;
+  runner r{c,
+           memory,
+           p.logits_dtype,
+           host::loss_dtype(p.logits_dtype),
+           p.reduction == FUSEDLOSS_REDUCTION_NONE,
+           n * s,
+           inner,
+           stride,
+           {},
+           {},
+           {},
+           {},
+           {},
+           {}};
+  const size_t logits_count = r.array("logits").size();
+  if (n > 0 && (logits_count < (n - 1) * stride + inner || logits_count > n * stride)) {
+    unrunnable(c, "'logits' has " + std::to_string(logits_count) + " values, the layout needs " +
+                      std::to_string((n - 1) * stride + inner) + " to " +
+                      std::to_string(n * stride));
+  }
+  if (n == 0) r.expect_size("logits", 0);
+  r.expect_size("expect_grad", logits_count);
+  r.expect_size("targets", index_targets ? n * s : n * inner);
+  r.expect_size("expect_lse", n * s);
+  r.expect_size("expect_loss", r.loss_count());
+  r.expect_size("expect_z_loss", r.loss_count());
+  r.expect_size("grad_loss", r.loss_count());
+  r.expect_size("weight", classes);
+  r.logits = staged::input(p.logits_dtype, r.array("logits"), memory);
+  r.targets = staged::input(p.targets_dtype, r.array("targets"), memory);
+  r.grad_loss = staged::input(r.loss_dtype, r.array("grad_loss"), memory);
+  r.weight = r.optional("weight");
+  r.run_all(api, p);
+  return std::move(r.results);
+}
+
+}  // namespace
+
+std::vector<golden_result> run_golden_case(const golden_case& c, fusedloss_device device,
+                                           const device_memory* memory) {
+  if (c.loss == "bce") {
+    const auto api = FUSEDLOSS_GOLDEN_API(bce);
+    fusedloss_bce_params p;
+    api.init(&p);
+    common_options(c, p, device);
+    p.numel = integer_option(c, "numel", p.numel);
+    p.num_classes = integer_option(c, "num_classes", p.num_classes);
+    if (c.scalars.count("weight_layout")) {
+      p.weight_layout = weight_layout_names().at(c.scalars.at("weight_layout"));
+    }
+    if (const auto* w = array_option(c, "weight")) {
+      const bool per_class = p.weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS;
+      if (w->size() != static_cast<size_t>(per_class ? p.num_classes : p.numel)) {
+        unrunnable(c, "'weight' does not fit weight_layout");
+      }
+    }
+    if (const auto* pw = array_option(c, "pos_weight")) {
+      if (pw->size() != static_cast<size_t>(p.num_classes))
+        unrunnable(c, "'pos_weight' is not C long");
+    }
+    return run_element(c, api, p, memory);
+  }
+  if (c.loss == "sigmoid_focal") {
+    const auto api = FUSEDLOSS_GOLDEN_API(sigmoid_focal);
+    fusedloss_sigmoid_focal_params p;
+    api.init(&p);
+    common_options(c, p, device);
+    p.numel = integer_option(c, "numel", p.numel);
+    p.alpha = real_option(c, "alpha", p.alpha);
+    p.gamma = real_option(c, "gamma", p.gamma);
+    return run_element(c, api, p, memory);
+  }
+  if (c.loss == "mse") {
+    const auto api = FUSEDLOSS_GOLDEN_API(mse);
+    fusedloss_mse_params p;
+    api.init(&p);
+    common_options(c, p, device);
+    p.numel = integer_option(c, "numel", p.numel);
+    return run_element(c, api, p, memory);
+  }
+  if (c.loss == "cross_entropy") {
+    const auto api = FUSEDLOSS_GOLDEN_API(cross_entropy);
+    fusedloss_cross_entropy_params p;
+    api.init(&p);
+    common_options(c, p, device);
+    p.batch = integer_option(c, "batch", p.batch);
+    p.num_classes = integer_option(c, "num_classes", p.num_classes);
+    p.spatial = integer_option(c, "spatial", p.spatial);
+    p.row_stride = integer_option(c, "row_stride", p.row_stride);
+    p.ignore_index = integer_option(c, "ignore_index", p.ignore_index);
+    p.label_smoothing = real_option(c, "label_smoothing", p.label_smoothing);
+    p.z_loss = real_option(c, "z_loss", p.z_loss);
+    p.softcap = real_option(c, "softcap", p.softcap);
+    return run_rows(c, api, p, memory);
+  }
+  if (c.loss == "softmax_focal") {
+    const auto api = FUSEDLOSS_GOLDEN_API(softmax_focal);
+    fusedloss_softmax_focal_params p;
+    api.init(&p);
+    common_options(c, p, device);
+    p.batch = integer_option(c, "batch", p.batch);
+    p.num_classes = integer_option(c, "num_classes", p.num_classes);
+    p.spatial = integer_option(c, "spatial", p.spatial);
+    p.row_stride = integer_option(c, "row_stride", p.row_stride);
+    p.ignore_index = integer_option(c, "ignore_index", p.ignore_index);
+    p.gamma = real_option(c, "gamma", p.gamma);
+    return run_rows(c, api, p, memory);
+  }
+  unrunnable(c, "unknown loss '" + c.loss + "'");
+}
+
+}  // namespace fusedloss::checks
