@@ -307,9 +307,13 @@ typedef struct fusedloss_softmax_focal_params {
  * `workspace` must hold at least the bytes the workspace_size call gave for the same params (it may be
  * NULL when that is 0); `stream` is a cudaStream_t (NULL: the default stream); `err` may be NULL.
  *
- * Memory traffic of the CPU path (the reference): element losses read each input once and write each
- * output once; row losses read a row's logits twice when computing its LSE (max, then sum) and once
- * more for each output written from it. The CUDA calls document their own traffic with their kernels.
+ * Memory traffic. CUDA element losses (bce, sigmoid_focal, mse): every call reads logits, targets
+ * and a per-element weight once each (per-class vectors are C floats, cached); forward writes the
+ * loss once (M floats under none, one float otherwise, plus 8 bytes a block of workspace);
+ * backward also reads grad_loss once and writes grad_logits once; forward_backward writes
+ * grad_logits and the loss once each in the same single pass. CUDA row losses: not yet available.
+ * The CPU path (the reference) reads each element input once, and a row's logits twice for its
+ * LSE (max, then sum) plus once more for the outputs written from it.
  */
 #define FUSEDLOSS_DECLARE_LOSS(name)                                                              \
   void fusedloss_##name##_params_init(fusedloss_##name##_params* p);                              \
