@@ -1,6 +1,5 @@
 # Installs the library, its public headers and a package config, so that another project can
 # `find_package(fusedloss)` and link `fusedloss::fusedloss`.
-include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 install(TARGETS fusedloss EXPORT fusedlossTargets

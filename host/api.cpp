@@ -148,14 +148,14 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
   if (counter == nullptr)
     return report(err, FUSEDLOSS_INVALID_ARGUMENT, "counter", "counter: null");
   if (value == nullptr) return report(err, FUSEDLOSS_INVALID_ARGUMENT, "value", "value: null");
-  if (device == FUSEDLOSS_DEVICE_CPU) {
+  if (fusedloss::host::stored(device) == FUSEDLOSS_DEVICE_CPU) {
     *value = *counter;
     *counter = 0;
     return succeed(err);
   }
-  if (device != FUSEDLOSS_DEVICE_CUDA) {
+  if (fusedloss::host::stored(device) != FUSEDLOSS_DEVICE_CUDA) {
     return report(err, FUSEDLOSS_INVALID_ARGUMENT, "device", "device: unknown device %d",
-                  static_cast<int>(device));
+                  fusedloss::host::stored(device));
   }
   if (!fusedloss_built_with_cuda()) {
     return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
@@ -181,6 +181,36 @@ const char* fusedloss_status_string(fusedloss_status status) {
       return "CUDA error";
   }
   return "unknown status";
+}
+
+const char* fusedloss_dtype_string(fusedloss_dtype dtype) {
+  switch (dtype) {
+    case FUSEDLOSS_FLOAT32:
+      return "float32";
+    case FUSEDLOSS_FLOAT16:
+      return "float16";
+    case FUSEDLOSS_BFLOAT16:
+      return "bfloat16";
+    case FUSEDLOSS_FLOAT64:
+      return "float64";
+    case FUSEDLOSS_INT32:
+      return "int32";
+    case FUSEDLOSS_INT64:
+      return "int64";
+  }
+  return "unknown";
+}
+
+const char* fusedloss_reduction_string(fusedloss_reduction reduction) {
+  switch (reduction) {
+    case FUSEDLOSS_REDUCTION_NONE:
+      return "none";
+    case FUSEDLOSS_REDUCTION_MEAN:
+      return "mean";
+    case FUSEDLOSS_REDUCTION_SUM:
+      return "sum";
+  }
+  return "unknown";
 }
 
 }  // extern "C"

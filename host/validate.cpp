@@ -1,10 +1,13 @@
 #include "validate.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <limits>
+#include <type_traits>
 
 #include "device_memory.hpp"
 #include "dtype.hpp"
@@ -34,24 +37,6 @@ fusedloss_status succeed(fusedloss_error* err) {
 }
 
 namespace {
-
-const char* dtype_name(fusedloss_dtype dtype) {
-  switch (dtype) {
-    case FUSEDLOSS_FLOAT32:
-      return "float32";
-    case FUSEDLOSS_FLOAT16:
-      return "float16";
-    case FUSEDLOSS_BFLOAT16:
-      return "bfloat16";
-    case FUSEDLOSS_FLOAT64:
-      return "float64";
-    case FUSEDLOSS_INT32:
-      return "int32";
-    case FUSEDLOSS_INT64:
-      return "int64";
-  }
-  return "unknown";
-}
 
 // Runs a list of checks and keeps the first failure, so each loss's validation reads as a list.
 class checker {
@@ -100,15 +85,10 @@ bool finite(double v) { return std::isfinite(v); }
 // reduction none (elements or rows); `grad_elements` whether there is any gradient to write.
 template <class Params>
 void check_common(checker& v, const Params& p, call c, int64_t count, bool grad_elements) {
-  const bool logits_float = is_floating(p.logits_dtype);
-  v.require(logits_float, "logits_dtype", "%s is not a floating dtype", dtype_name(p.logits_dtype));
+  v.require(is_floating(p.logits_dtype), "logits_dtype", "%s is not a floating-point dtype",
+            fusedloss_dtype_string(p.logits_dtype));
   v.require(!(p.device == FUSEDLOSS_DEVICE_CUDA && p.logits_dtype == FUSEDLOSS_FLOAT64),
             "logits_dtype", "float64 runs on the CPU reference only");
-  v.require(p.reduction == FUSEDLOSS_REDUCTION_NONE || p.reduction == FUSEDLOSS_REDUCTION_MEAN ||
-                p.reduction == FUSEDLOSS_REDUCTION_SUM,
-            "reduction", "unknown reduction %d", static_cast<int>(p.reduction));
-  v.require(p.empty_mean == FUSEDLOSS_EMPTY_MEAN_NAN || p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO,
-            "empty_mean", "unknown empty-mean policy %d", static_cast<int>(p.empty_mean));
 
   const bool loss_values = p.reduction != FUSEDLOSS_REDUCTION_NONE || count > 0;
   v.require_buffer(p.logits, count > 0 || grad_elements, p.device, "logits");
@@ -124,7 +104,7 @@ void check_elements(checker& v, const Params& p, call c) {
   v.require(p.numel >= 0, "numel", "negative (%lld)", static_cast<long long>(p.numel));
   v.require(p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype,
             "targets_dtype", "%s; expected float32 or the logits' dtype (%s)",
-            dtype_name(p.targets_dtype), dtype_name(p.logits_dtype));
+            fusedloss_dtype_string(p.targets_dtype), fusedloss_dtype_string(p.logits_dtype));
   v.require_buffer(p.targets, p.numel > 0, p.device, "targets");
   check_common(v, p, c, p.numel, p.numel > 0);
 }
@@ -174,7 +154,7 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
   const bool probability_targets =
       probability_ok && (p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype);
   v.require(index_targets || probability_targets, "targets_dtype", "%s; expected %s",
-            dtype_name(p.targets_dtype),
+            fusedloss_dtype_string(p.targets_dtype),
             probability_ok ? "int32, int64, float32 or the logits' dtype" : "int32 or int64");
   v.require_buffer(p.targets, rows > 0, p.device, "targets");
   v.require_buffer(p.lse, false, p.device, "lse");
@@ -182,11 +162,39 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
   check_common(v, p, c, rows, rows > 0);
 }
 
+template <class Enum>
+bool one_of(const Enum& field, std::initializer_list<Enum> known) {
+  const int value = stored(field);
+  return std::any_of(known.begin(), known.end(), [value](Enum k) { return value == k; });
+}
+
+// Every enum field is checked as a stored int before anything reads it as its enum type.
+template <class Params>
+void check_enums(checker& v, const Params& p) {
+  const auto dtypes = {FUSEDLOSS_FLOAT32, FUSEDLOSS_FLOAT16, FUSEDLOSS_BFLOAT16,
+                       FUSEDLOSS_FLOAT64, FUSEDLOSS_INT32,   FUSEDLOSS_INT64};
+  v.require(one_of(p.logits_dtype, dtypes), "logits_dtype", "unknown dtype %d",
+            stored(p.logits_dtype));
+  v.require(one_of(p.targets_dtype, dtypes), "targets_dtype", "unknown dtype %d",
+            stored(p.targets_dtype));
+  v.require(one_of(p.reduction,
+                   {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_REDUCTION_MEAN, FUSEDLOSS_REDUCTION_SUM}),
+            "reduction", "unknown reduction %d", stored(p.reduction));
+  v.require(one_of(p.empty_mean, {FUSEDLOSS_EMPTY_MEAN_NAN, FUSEDLOSS_EMPTY_MEAN_ZERO}),
+            "empty_mean", "unknown empty-mean policy %d", stored(p.empty_mean));
+  if constexpr (std::is_same_v<Params, fusedloss_bce_params>) {
+    v.require(one_of(p.weight_layout, {FUSEDLOSS_WEIGHT_PER_ELEMENT, FUSEDLOSS_WEIGHT_PER_CLASS}),
+              "weight_layout", "unknown layout %d", stored(p.weight_layout));
+  }
+}
+
 template <class Params, class Check>
 fusedloss_status validate_with(const Params* p, Params& resolved, fusedloss_error* err,
                                Check&& check) {
   if (const fusedloss_status s = validate_header(p, err); s != FUSEDLOSS_SUCCESS) return s;
   checker v(err);
+  check_enums(v, *p);
+  if (v.status() != FUSEDLOSS_SUCCESS) return v.status();
   resolved = *p;
   check(v);
   return v.status() != FUSEDLOSS_SUCCESS ? v.status() : succeed(err);
@@ -198,9 +206,6 @@ fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_p
                           fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
     check_elements(v, *p, c);
-    v.require(p->weight_layout == FUSEDLOSS_WEIGHT_PER_ELEMENT ||
-                  p->weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS,
-              "weight_layout", "unknown layout %d", static_cast<int>(p->weight_layout));
     const bool per_class = p->pos_weight != nullptr ||
                            (p->weight != nullptr && p->weight_layout == FUSEDLOSS_WEIGHT_PER_CLASS);
     v.require(!per_class || (p->num_classes > 0 && p->numel % p->num_classes == 0), "num_classes",

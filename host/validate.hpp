@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 
 #include "call.hpp"
 #include "fusedloss/fusedloss.h"
@@ -29,6 +30,17 @@ fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c,
 fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c,
                           fusedloss_softmax_focal_params& resolved, fusedloss_error* err);
 
+/// An enum field's stored value, read as the int it is without loading it as the enum: a caller
+/// of the C ABI may store any int there, and loading one outside the enumerators' range as the
+/// enum type is undefined in C++.
+template <class Enum>
+int stored(const Enum& field) {
+  static_assert(sizeof(Enum) == sizeof(int), "C enums are int-sized here");
+  int value;
+  std::memcpy(&value, &field, sizeof value);
+  return value;
+}
+
 /// Checks only what a workspace query needs: the struct itself and its device.
 template <class Params>
 fusedloss_status validate_header(const Params* p, fusedloss_error* err) {
@@ -38,9 +50,9 @@ fusedloss_status validate_header(const Params* p, fusedloss_error* err) {
                   "struct_size is %zu, this library's params are %zu bytes (use the init call)",
                   p->struct_size, sizeof(Params));
   }
-  if (p->device != FUSEDLOSS_DEVICE_CPU && p->device != FUSEDLOSS_DEVICE_CUDA) {
-    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "device", "unknown device %d",
-                  static_cast<int>(p->device));
+  const int device = stored(p->device);
+  if (device != FUSEDLOSS_DEVICE_CPU && device != FUSEDLOSS_DEVICE_CUDA) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "device", "device: unknown device %d", device);
   }
   return FUSEDLOSS_SUCCESS;
 }

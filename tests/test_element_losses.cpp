@@ -35,24 +35,8 @@ constexpr fusedloss_reduction reductions[] = {none, mean, sum};
 constexpr double inf = std::numeric_limits<double>::infinity();
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
-const char* name_of(fusedloss_reduction r) {
-  return r == none ? "none" : r == mean ? "mean" : "sum";
-}
-
-const char* name_of(fusedloss_dtype d) {
-  switch (d) {
-    case FUSEDLOSS_FLOAT64:
-      return "float64";
-    case FUSEDLOSS_FLOAT32:
-      return "float32";
-    case FUSEDLOSS_FLOAT16:
-      return "float16";
-    case FUSEDLOSS_BFLOAT16:
-      return "bfloat16";
-    default:
-      return "?";
-  }
-}
+const char* name_of(fusedloss_reduction r) { return fusedloss_reduction_string(r); }
+const char* name_of(fusedloss_dtype d) { return fusedloss_dtype_string(d); }
 
 enum class op { forward, backward, forward_backward };
 

@@ -58,18 +58,6 @@ std::string format(const char* fmt, ...) {
   return text;
 }
 
-// Indexed by the enums' values, which the C ABI fixes.
-const char* dtype_name(fusedloss_dtype dtype) {
-  static const char* const names[] = {"float32", "float16", "bfloat16",
-                                      "float64", "int32",   "int64"};
-  return names[dtype];
-}
-
-const char* reduction_name(fusedloss_reduction reduction) {
-  static const char* const names[] = {"none", "mean", "sum"};
-  return names[reduction];
-}
-
 // ------------------------------------------------------------------------------------------------
 // Where a call's buffers live
 
@@ -495,7 +483,7 @@ void add_problems(const loss_sweep<Params>& sweep, Params (*make)(), rng_t& rng,
         p.reduction = r;
         inputs in;
         sweep.setup(p, in, rng, sh);
-        std::string name = reduction_name(r);
+        std::string name = fusedloss_reduction_string(r);
         for (const option<Params>& o : combination) {
           if (o.apply != nullptr) o.apply(p, in, rng, sh);
           if (o.field != nullptr) p.*o.field = o.value;
@@ -910,7 +898,7 @@ int validate(const settings& s) {
     for (const problem& pr : problems) {
       for (const fusedloss_dtype dtype :
            {FUSEDLOSS_FLOAT32, FUSEDLOSS_FLOAT16, FUSEDLOSS_BFLOAT16}) {
-        v.check({"gpu", pr.loss, pr.options, pr.shape, dtype_name(dtype)},
+        v.check({"gpu", pr.loss, pr.options, pr.shape, fusedloss_dtype_string(dtype)},
                 [&] { return gpu_check(v, *gpu, pr, dtype, rng); });
       }
     }

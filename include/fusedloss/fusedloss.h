@@ -354,6 +354,13 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
 /** @brief A static, human-readable name of a status ("success", "invalid argument", ...). */
 const char* fusedloss_status_string(fusedloss_status status);
 
+/** @brief A static name of a dtype, as PyTorch spells it ("float32", "bfloat16", "int64", ...),
+ *  or "unknown". */
+const char* fusedloss_dtype_string(fusedloss_dtype dtype);
+
+/** @brief A static name of a reduction ("none", "mean", "sum"), or "unknown". */
+const char* fusedloss_reduction_string(fusedloss_reduction reduction);
+
 /** @brief Whether this build has the CUDA path (1) or is the CPU reference only (0). */
 int fusedloss_built_with_cuda(void);
 

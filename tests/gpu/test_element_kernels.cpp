@@ -47,7 +47,8 @@ struct element_case {
   std::string describe() const {
     const char* names[] = {"bce", "sigmoid_focal", "mse"};
     return std::string(names[static_cast<int>(kind)]) + " numel=" + std::to_string(numel) +
-           " C=" + std::to_string(num_classes) + " reduction=" + std::to_string(reduction) +
+           " C=" + std::to_string(num_classes) +
+           " reduction=" + fusedloss_reduction_string(reduction) +
            " call=" + std::to_string(static_cast<int>(call)) + " weight=" + std::to_string(weight) +
            (weight_per_class ? "/class" : "") + " pos_weight=" + std::to_string(pos_weight) +
            " hard=" + std::to_string(hard_targets) + " f32_targets=" +
@@ -333,7 +334,13 @@ class ElementKernels : public ::testing::Test {
 
 using Dtypes = ::testing::Types<dtype_constant<FUSEDLOSS_FLOAT32>, dtype_constant<FUSEDLOSS_FLOAT16>,
                                 dtype_constant<FUSEDLOSS_BFLOAT16>>;
-TYPED_TEST_SUITE(ElementKernels, Dtypes);
+struct DtypeNames {
+  template <class Dtype>
+  static std::string GetName(int) {
+    return fusedloss_dtype_string(Dtype::value);
+  }
+};
+TYPED_TEST_SUITE(ElementKernels, Dtypes, DtypeNames);
 
 constexpr loss_kind kKinds[] = {loss_kind::bce, loss_kind::sigmoid_focal, loss_kind::mse};
 constexpr fusedloss_reduction kReductions[] = {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_REDUCTION_MEAN,

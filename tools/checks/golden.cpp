@@ -59,19 +59,21 @@ const std::set<std::string>& loss_names() {
   return names;
 }
 
+// Names as the library spells them (fusedloss_*_string), mapped back to the enums.
+template <class Enum>
+std::map<std::string, Enum> names_of(const char* (*spell)(Enum), int count) {
+  std::map<std::string, Enum> names;
+  for (int v = 0; v < count; ++v) names[spell(static_cast<Enum>(v))] = static_cast<Enum>(v);
+  return names;
+}
+
 const std::map<std::string, fusedloss_dtype>& dtype_names() {
-  static const std::map<std::string, fusedloss_dtype> names = {
-      {"float32", FUSEDLOSS_FLOAT32},   {"float16", FUSEDLOSS_FLOAT16},
-      {"bfloat16", FUSEDLOSS_BFLOAT16}, {"float64", FUSEDLOSS_FLOAT64},
-      {"int32", FUSEDLOSS_INT32},       {"int64", FUSEDLOSS_INT64}};
+  static const auto names = names_of(fusedloss_dtype_string, FUSEDLOSS_INT64 + 1);
   return names;
 }
 
 const std::map<std::string, fusedloss_reduction>& reduction_names() {
-  static const std::map<std::string, fusedloss_reduction> names = {
-      {"none", FUSEDLOSS_REDUCTION_NONE},
-      {"mean", FUSEDLOSS_REDUCTION_MEAN},
-      {"sum", FUSEDLOSS_REDUCTION_SUM}};
+  static const auto names = names_of(fusedloss_reduction_string, FUSEDLOSS_REDUCTION_SUM + 1);
   return names;
 }
 
