@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "dtype.hpp"
 #include "element_losses.hpp"
+#include "row_losses.hpp"
 #include "validate.hpp"
 
 namespace fusedloss::host::cuda {
@@ -15,11 +17,6 @@ fusedloss_status cuda_failure(fusedloss_error* err, cudaError_t e) {
   cudaGetLastError();  // a launch error is not sticky; leave none behind for the caller
   return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s: %s", cudaGetErrorName(e),
                 cudaGetErrorString(e));
-}
-
-fusedloss_status no_kernel_yet(fusedloss_error* err, const char* loss) {
-  return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
-                "device: %s is not implemented on this device (no CUDA kernel yet)", loss);
 }
 
 fusedloss_status check_workspace(size_t needed, const void* workspace, size_t workspace_bytes,
@@ -73,6 +70,76 @@ fusedloss_status run_element(const kernels::element_problem& problem, void* work
   return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
 }
 
+// The fields both row losses share; the caller adds its loss's own. The workspace query passes
+// the params of any call; the size it gets covers all three.
+template <class Params>
+kernels::row_problem row_problem(const Params& p, kernels::row_loss kind, call c) {
+  kernels::row_problem e{};
+  e.kind = kind;
+  e.batch = p.batch;
+  e.num_classes = p.num_classes;
+  e.spatial = p.spatial;
+  e.row_stride = p.row_stride;
+  e.grad_row_stride = p.grad_row_stride;
+  e.logits = p.logits;
+  e.logits_dtype = p.logits_dtype;
+  e.targets = p.targets;
+  e.targets_dtype = p.targets_dtype;
+  e.ignore_index = p.ignore_index;
+  e.reduction = p.reduction;
+  e.empty_value = p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? 0.0f : NAN;
+  e.loss = c != call::backward ? static_cast<float*>(p.loss) : nullptr;
+  e.lse = static_cast<float*>(p.lse);
+  e.read_lse = c == call::backward && p.lse != nullptr;
+  e.grad = c != call::forward ? p.grad_logits : nullptr;
+  e.grad_loss = c == call::backward ? static_cast<const float*>(p.grad_loss) : nullptr;
+  e.grad_scale = p.grad_scale;
+  e.grad_scale_ptr = p.grad_scale_ptr;
+  // The loss-computing calls count; a backward that follows its forward would count twice.
+  e.invalid_target_count = c != call::backward ? p.invalid_target_count : nullptr;
+  e.tier = kernels::row_tier::automatic;
+  return e;
+}
+
+kernels::row_problem cross_entropy_problem(const fusedloss_cross_entropy_params& p, call c) {
+  kernels::row_problem e =
+      row_problem(p, is_integer(p.targets_dtype) ? kernels::row_loss::cross_entropy
+                                                 : kernels::row_loss::probability_cross_entropy,
+                  c);
+  e.weight = p.weight;
+  e.label_smoothing = static_cast<float>(p.label_smoothing);
+  e.z_loss = static_cast<float>(p.z_loss);
+  e.softcap = static_cast<float>(p.softcap);
+  e.z_loss_out = c != call::backward ? static_cast<float*>(p.z_loss_out) : nullptr;
+  return e;
+}
+
+kernels::row_problem softmax_focal_problem(const fusedloss_softmax_focal_params& p, call c) {
+  kernels::row_problem e = row_problem(p, kernels::row_loss::softmax_focal, c);
+  e.weight = p.alpha;
+  e.gamma = static_cast<float>(p.gamma);
+  return e;
+}
+
+fusedloss_status row_workspace(const kernels::row_problem& problem, size_t* bytes,
+                               fusedloss_error* err) {
+  const cudaError_t e = kernels::row_workspace_bytes(problem, bytes);
+  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+}
+
+fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
+                          size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  size_t needed = 0;
+  cudaError_t e = kernels::row_workspace_bytes(problem, &needed);
+  if (e != cudaSuccess) return cuda_failure(err, e);
+  if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  e = kernels::run_row_loss(problem, workspace, static_cast<cudaStream_t>(stream));
+  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+}
+
 }  // namespace
 
 fusedloss_status workspace_size(const fusedloss_bce_params& p, size_t* bytes,
@@ -87,13 +154,13 @@ fusedloss_status workspace_size(const fusedloss_mse_params& p, size_t* bytes,
                                 fusedloss_error* err) {
   return element_workspace(p, bytes, err);
 }
-fusedloss_status workspace_size(const fusedloss_cross_entropy_params&, size_t*,
+fusedloss_status workspace_size(const fusedloss_cross_entropy_params& p, size_t* bytes,
                                 fusedloss_error* err) {
-  return no_kernel_yet(err, "cross_entropy");
+  return row_workspace(cross_entropy_problem(p, call::forward_backward), bytes, err);
 }
-fusedloss_status workspace_size(const fusedloss_softmax_focal_params&, size_t*,
+fusedloss_status workspace_size(const fusedloss_softmax_focal_params& p, size_t* bytes,
                                 fusedloss_error* err) {
-  return no_kernel_yet(err, "softmax_focal");
+  return row_workspace(softmax_focal_problem(p, call::forward_backward), bytes, err);
 }
 
 fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, size_t workspace_bytes,
@@ -120,14 +187,14 @@ fusedloss_status run(const fusedloss_mse_params& p, call c, void* workspace, siz
                      stream, err);
 }
 
-fusedloss_status run(const fusedloss_cross_entropy_params&, call, void*, size_t, void*,
-                     fusedloss_error* err) {
-  return no_kernel_yet(err, "cross_entropy");
+fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* workspace,
+                     size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  return run_rows(cross_entropy_problem(p, c), workspace, workspace_bytes, stream, err);
 }
 
-fusedloss_status run(const fusedloss_softmax_focal_params&, call, void*, size_t, void*,
-                     fusedloss_error* err) {
-  return no_kernel_yet(err, "softmax_focal");
+fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
+                     size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  return run_rows(softmax_focal_problem(p, c), workspace, workspace_bytes, stream, err);
 }
 
 }  // namespace fusedloss::host::cuda

@@ -238,8 +238,12 @@ cudaError_t run_element_loss(const element_problem& p, void* workspace, cudaStre
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (reduce) {
-    const detail::final_sum f{partials, p.numel > 0 ? blocks : 0, static_cast<double>(p.numel),
-                              p.reduction == FUSEDLOSS_REDUCTION_MEAN, p.empty_value};
+    const detail::final_sum f{partials,
+                              p.numel > 0 ? blocks : 0,
+                              p.reduction == FUSEDLOSS_REDUCTION_MEAN,
+                              static_cast<double>(p.numel),
+                              nullptr,
+                              p.empty_value};
     detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f, p.loss);
     e = cudaGetLastError();
   }

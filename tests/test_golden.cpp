@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,8 +17,11 @@
 namespace fusedloss::checks {
 namespace {
 
+// The golden files of the source tree the suite was built from, or of FUSEDLOSS_GOLDEN_DIR when
+// set (a build run on another machine, where the source tree sits elsewhere).
 std::string golden_path(const std::string& loss) {
-  return std::string(FUSEDLOSS_GOLDEN_DIR) + "/" + loss + ".golden";
+  const char* dir = std::getenv("FUSEDLOSS_GOLDEN_DIR");
+  return std::string(dir != nullptr ? dir : FUSEDLOSS_GOLDEN_DIR) + "/" + loss + ".golden";
 }
 
 double real(const golden_case& c, const char* key, double fallback) {

@@ -20,28 +20,44 @@ __device__ __forceinline__ void write_block_partial(double value, double* partia
 
 constexpr int kFinalThreads = 256;
 
-/// What the final pass writes: `sum / normaliser` (or `sum` when `divide` is false); a zero
-/// normaliser gives `empty_value` (NaN or 0, the empty-mean policy).
-struct final_sum {
-  const double* partials;
-  int64_t count;
-  double normaliser;
-  bool divide;
-  float empty_value;
-};
-
-__global__ void __launch_bounds__(kFinalThreads) final_sum_kernel(final_sum f, float* out) {
+/// The sum of `count` partials, in a fixed order, in thread 0 of a kFinalThreads block.
+__device__ __forceinline__ double sum_partials(const double* partials, int64_t count) {
   using reduce = cub::BlockReduce<double, kFinalThreads>;
   __shared__ typename reduce::TempStorage storage;
   double value = 0;
-  for (int64_t i = threadIdx.x; i < f.count; i += kFinalThreads) value += f.partials[i];
-  const double total = reduce(storage).Sum(value);
+  for (int64_t i = threadIdx.x; i < count; i += kFinalThreads) value += partials[i];
+  return reduce(storage).Sum(value);
+}
+
+/// What the final pass writes: the sum of the partials, divided by the normaliser when `divide`
+/// (the device's `*device_normaliser` when given, else `normaliser`); a zero normaliser gives
+/// `empty_value` (NaN or 0, the empty-mean policy).
+struct final_sum {
+  const double* partials;
+  int64_t count;
+  bool divide;
+  double normaliser;
+  const double* device_normaliser;
+  float empty_value;
+};
+
+// static: each kernel file that includes this header gets its own copy.
+static __global__ void __launch_bounds__(kFinalThreads) final_sum_kernel(final_sum f, float* out) {
+  const double total = sum_partials(f.partials, f.count);
   if (threadIdx.x != 0) return;
+  const double normaliser = f.device_normaliser != nullptr ? *f.device_normaliser : f.normaliser;
   if (!f.divide) {
     *out = static_cast<float>(total);
   } else {
-    *out = f.normaliser != 0 ? static_cast<float>(total / f.normaliser) : f.empty_value;
+    *out = normaliser != 0 ? static_cast<float>(total / normaliser) : f.empty_value;
   }
+}
+
+/// Writes the sum of `count` partials to `*out`, in double (a normaliser for a later pass).
+static __global__ void __launch_bounds__(kFinalThreads)
+    total_kernel(const double* partials, int64_t count, double* out) {
+  const double total = sum_partials(partials, count);
+  if (threadIdx.x == 0) *out = total;
 }
 
 }  // namespace fusedloss::kernels::detail

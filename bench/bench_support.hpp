@@ -1,0 +1,435 @@
+// What the benchmarks share: a session (device, stream, events, L2 flush), device buffers, random
+// inputs, the reference copy bandwidth, and the timed loop that reports bytes and GB/s.
+//
+// Method (STYLE.md, "Tests and benchmarks"; the device notes' METHOD.md):
+// - Each repeat is timed alone with a pair of CUDA events around the one call, and reported to
+//   Google Benchmark with SetIterationTime (UseManualTime). A fixed number of warm-up launches runs
+//   first, outside the timing.
+// - Before each repeat, outside the timed region, the L2 is flushed by reading a buffer twice the
+//   L2's size (cudaDevAttrL2CacheSize); see l2_flush.cu for why a read and not a write, and why the
+//   flush also makes the start event wait for the call to be queued.
+// - Inputs are random and non-zero (never zeros: they hide bugs and can run faster than real data),
+//   generated on the host once per process from a counter-based hash and copied to the device once
+//   per (dtype, size).
+// - `bytes` is what must move: each input read once and each output written once, counted per
+//   repeat with kIsIterationInvariantRate and decimal prefixes (kIs1000), so that it prints as
+//   bytes per second in powers of 1000 (the report shows it as GB/s).
+// - `frac_of_copy` divides that by the device-to-device copy bandwidth measured in the same
+//   process: the `copy` row (cudaMemcpyAsync of kCopyBytes, counted as 2 * kCopyBytes moved), or a
+//   shorter copy measurement made on first need when that row was filtered out.
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fusedloss/fusedloss.h"
+#include "l2_flush.hpp"
+
+namespace fusedloss::bench {
+
+constexpr int kWarmupLaunches = 3;
+/// The flush kernel lasts at least this long, so the host has queued the timed call behind the
+/// start event before the event fires (a library call's host work is a few microseconds).
+constexpr uint64_t kFlushMinNs = 50'000;
+/// The copy row's buffer size: as large as the largest element benchmark's one array (2^28 f32).
+constexpr size_t kCopyBytes = size_t{1} << 30;
+
+/// Empty when a CUDA device is usable, else why not.
+inline std::string why_no_gpu() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ": " +
+           cudaGetErrorString(e) + ")";
+  }
+  return count == 0 ? "no CUDA device present" : "";
+}
+
+/// "what: cudaErrorX (text)", clearing the error so that the next call does not see it.
+inline std::string cuda_error_text(cudaError_t e, const std::string& what) {
+  cudaGetLastError();
+  return what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+}
+
+/// How many benchmark runs failed (SkipWithError through skip()); main's exit status.
+inline int& failures() {
+  static int count = 0;
+  return count;
+}
+
+/// Marks the running benchmark as failed, saying why, and counts it.
+inline void skip(benchmark::State& state, const std::string& why) {
+  ++failures();
+  state.SkipWithError(why.c_str());
+}
+
+/// Device memory, freed on destruction.
+class device_buffer {
+ public:
+  device_buffer() = default;
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  ~device_buffer() { reset(); }
+
+  /// Replaces the buffer by `bytes` of new, uninitialised device memory.
+  cudaError_t allocate(size_t bytes) {
+    reset();
+    if (bytes == 0) return cudaSuccess;
+    const cudaError_t e = cudaMalloc(&data_, bytes);
+    if (e != cudaSuccess) {
+      data_ = nullptr;
+      cudaGetLastError();
+      return e;
+    }
+    bytes_ = bytes;
+    return cudaSuccess;
+  }
+  void reset() {
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+/// The process's device state: one stream, one event pair, the L2 flush buffer, the reference copy
+/// bandwidth. Built on first use; `error()` is non-empty when that failed.
+class session {
+ public:
+  static session& get() {
+    static session s;
+    return s;
+  }
+
+  const std::string& error() const { return error_; }
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+  const cudaDeviceProp& properties() const { return properties_; }
+  size_t l2_bytes() const { return l2_bytes_; }
+  size_t flush_bytes() const { return flush_.bytes(); }
+
+  /// Reads twice the L2's size on the stream, outside any timed region.
+  cudaError_t flush_l2() {
+    return launch_l2_flush(flush_.data(), flush_.bytes(), kFlushMinNs,
+                           static_cast<int*>(sink_.data()), flush_blocks_, stream_);
+  }
+
+  /// Flushes L2, then times `call` (which enqueues work on the stream and returns an empty string,
+  /// or why it failed) with events. Returns an empty string and the seconds, or the failure.
+  template <class Call>
+  std::string time_once(Call&& call, double* seconds) {
+    cudaError_t e = flush_l2();
+    if (e != cudaSuccess) return cuda_error_text(e, "L2 flush");
+    e = cudaEventRecord(start_, stream_);
+    if (e != cudaSuccess) return cuda_error_text(e, "cudaEventRecord");
+    std::string why = call();
+    // Record and wait even after a failed call, so that nothing stays queued.
+    e = cudaEventRecord(stop_, stream_);
+    if (e == cudaSuccess) e = cudaEventSynchronize(stop_);
+    if (!why.empty()) return why;
+    if (e != cudaSuccess) return cuda_error_text(e, "timed region");
+    float ms = 0;
+    e = cudaEventElapsedTime(&ms, start_, stop_);
+    if (e != cudaSuccess) return cuda_error_text(e, "cudaEventElapsedTime");
+    *seconds = static_cast<double>(ms) * 1e-3;
+    return {};
+  }
+
+  /// Device-to-device copy bandwidth in bytes per second (read + write), from the copy row when it
+  /// ran, else measured now.
+  double copy_bandwidth();
+  void set_copy_bandwidth(double bytes_per_second) { copy_bandwidth_ = bytes_per_second; }
+
+  /// Frees every device resource (call before main returns: static destructors run after the CUDA
+  /// runtime may have been torn down).
+  void release() {
+    flush_.reset();
+    sink_.reset();
+    if (start_ != nullptr) cudaEventDestroy(start_);
+    if (stop_ != nullptr) cudaEventDestroy(stop_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    start_ = stop_ = nullptr;
+    stream_ = nullptr;
+    if (error_.empty()) error_ = "session released";
+  }
+
+ private:
+  session() { error_ = init(); }
+  ~session() = default;
+
+  std::string init() {
+    if (std::string why = why_no_gpu(); !why.empty()) return why;
+    cudaError_t e = cudaGetDevice(&device_);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&properties_, device_);
+    if (e != cudaSuccess) return cuda_error_text(e, "cudaGetDeviceProperties");
+    int l2 = 0;
+    e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_);
+    if (e != cudaSuccess) return cuda_error_text(e, "cudaDevAttrL2CacheSize");
+    l2_bytes_ = static_cast<size_t>(l2);
+    flush_blocks_ = std::max(1, properties_.multiProcessorCount) * 8;
+    // Twice the L2 (at least 8 MiB), a multiple of the kernel's 16-byte reads.
+    const size_t flush_bytes = (std::max<size_t>(2 * l2_bytes_, size_t{8} << 20) + 15) / 16 * 16;
+    if ((e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)) != cudaSuccess)
+      return cuda_error_text(e, "cudaStreamCreate");
+    if ((e = cudaEventCreate(&start_)) != cudaSuccess ||
+        (e = cudaEventCreate(&stop_)) != cudaSuccess)
+      return cuda_error_text(e, "cudaEventCreate");
+    if ((e = flush_.allocate(flush_bytes)) != cudaSuccess)
+      return cuda_error_text(e, "cudaMalloc of the L2 flush buffer");
+    if ((e = sink_.allocate(sizeof(int))) != cudaSuccess)
+      return cuda_error_text(e, "cudaMalloc of the flush sink");
+    e = cudaMemsetAsync(flush_.data(), 0, flush_.bytes(), stream_);
+    if (e == cudaSuccess) e = cudaMemsetAsync(sink_.data(), 0, sizeof(int), stream_);
+    if (e == cudaSuccess) e = flush_l2();
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) return cuda_error_text(e, "first L2 flush");
+    return {};
+  }
+
+  std::string error_;
+  int device_ = 0;
+  cudaDeviceProp properties_{};
+  size_t l2_bytes_ = 0;
+  int flush_blocks_ = 1;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t start_ = nullptr;
+  cudaEvent_t stop_ = nullptr;
+  device_buffer flush_;
+  device_buffer sink_;
+  double copy_bandwidth_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Random inputs
+
+/// Uniform in [0, 1) from the index alone (splitmix64), so that any prefix is the same values.
+inline float unit_value(uint64_t stream, uint64_t i) {
+  uint64_t z = (i + 1) * 0x9E3779B97F4A7C15ull ^ (stream * 0xD1B54A32D192ED03ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // 24 bits
+}
+
+/// The host values every benchmark draws from, grown on demand (float32; converted per dtype).
+/// Logits are uniform in [-4, 4] without zeros; targets in [1/64, 63/64] (never 0 or 1 in any
+/// dtype): soft targets, which take the focal loss's general gradient path.
+class host_values {
+ public:
+  static host_values& get() {
+    static host_values v;
+    return v;
+  }
+  const float* logits(int64_t n) {
+    grow(n);
+    return logits_.data();
+  }
+  const float* targets(int64_t n) {
+    grow(n);
+    return targets_.data();
+  }
+
+ private:
+  void grow(int64_t n) {
+    const size_t have = logits_.size();
+    if (static_cast<size_t>(n) <= have) return;
+    logits_.resize(static_cast<size_t>(n));
+    targets_.resize(static_cast<size_t>(n));
+    for (size_t i = have; i < logits_.size(); ++i) {
+      float x = 8.0f * unit_value(1, i) - 4.0f;
+      if (std::fabs(x) < 1.0f / 1024) x = 0.5f;
+      logits_[i] = x;
+      targets_[i] = 1.0f / 64 + (62.0f / 64) * unit_value(2, i);
+    }
+  }
+  std::vector<float> logits_, targets_;
+};
+
+inline size_t dtype_bytes(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ? 4 : 2; }
+
+inline const char* dtype_label(fusedloss_dtype dtype) {
+  switch (dtype) {
+    case FUSEDLOSS_FLOAT32:
+      return "float32";
+    case FUSEDLOSS_BFLOAT16:
+      return "bfloat16";
+    case FUSEDLOSS_FLOAT16:
+      return "float16";
+    default:
+      return "?";
+  }
+}
+
+/// Copies n floats to device memory as `dtype` (float32, float16 or bfloat16), in slices.
+inline cudaError_t upload(const float* values, int64_t n, fusedloss_dtype dtype, void* device) {
+  if (dtype == FUSEDLOSS_FLOAT32)
+    return cudaMemcpy(device, values, static_cast<size_t>(n) * sizeof(float),
+                      cudaMemcpyHostToDevice);
+  constexpr int64_t kSlice = int64_t{1} << 24;
+  std::vector<uint16_t> staging(static_cast<size_t>(std::min(n, kSlice)));
+  for (int64_t from = 0; from < n; from += kSlice) {
+    const int64_t count = std::min(kSlice, n - from);
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = values[from + i];
+      if (dtype == FUSEDLOSS_BFLOAT16) {
+        const __nv_bfloat16 b = __float2bfloat16_rn(v);
+        std::memcpy(&staging[static_cast<size_t>(i)], &b, 2);
+      } else {
+        const __half h = __float2half_rn(v);
+        std::memcpy(&staging[static_cast<size_t>(i)], &h, 2);
+      }
+    }
+    const cudaError_t e = cudaMemcpy(static_cast<uint16_t*>(device) + from, staging.data(),
+                                     static_cast<size_t>(count) * 2, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+/// upload() and then a device-wide wait: a copy from pageable memory may return before its DMA
+/// lands, and the benchmarks' stream does not wait for the legacy default stream by itself.
+inline cudaError_t upload_and_wait(const float* values, int64_t n, fusedloss_dtype dtype,
+                                   void* device) {
+  const cudaError_t e = upload(values, n, dtype, device);
+  return e != cudaSuccess ? e : cudaDeviceSynchronize();
+}
+
+/// Device copies of the first `numel` logits and targets in `dtype`, plus a gradient buffer of the
+/// same size. One set lives at a time: asking for another frees the last one first.
+class device_inputs {
+ public:
+  static device_inputs& get() {
+    static device_inputs d;
+    return d;
+  }
+
+  std::string prepare(fusedloss_dtype dtype, int64_t numel) {
+    if (ready_ && dtype == dtype_ && numel == numel_) return {};
+    release();
+    const size_t bytes = static_cast<size_t>(numel) * dtype_bytes(dtype);
+    host_values& host = host_values::get();
+    cudaError_t e = logits_.allocate(bytes);
+    if (e == cudaSuccess) e = targets_.allocate(bytes);
+    if (e == cudaSuccess) e = grad_.allocate(bytes);
+    if (e != cudaSuccess)
+      return cuda_error_text(e, "cudaMalloc of 3 x " + std::to_string(bytes) + " bytes");
+    e = upload(host.logits(numel), numel, dtype, logits_.data());
+    if (e == cudaSuccess) e = upload(host.targets(numel), numel, dtype, targets_.data());
+    // The gradient is written by every fused call; start it non-zero all the same.
+    if (e == cudaSuccess) e = cudaMemset(grad_.data(), 0x3c, bytes);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();  // see upload_and_wait
+    if (e != cudaSuccess) return cuda_error_text(e, "uploading the inputs");
+    dtype_ = dtype;
+    numel_ = numel;
+    ready_ = true;
+    return {};
+  }
+
+  void release() {
+    ready_ = false;
+    logits_.reset();
+    targets_.reset();
+    grad_.reset();
+  }
+
+  const void* logits() const { return logits_.data(); }
+  const void* targets() const { return targets_.data(); }
+  void* grad() const { return grad_.data(); }
+
+ private:
+  bool ready_ = false;
+  fusedloss_dtype dtype_ = FUSEDLOSS_FLOAT32;
+  int64_t numel_ = 0;
+  device_buffer logits_, targets_, grad_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// The timed loop and its counters
+
+/// Sets `bytes` (a rate over the manual time, decimal) and `frac_of_copy` for a run of
+/// `state.iterations()` repeats that took `seconds` in all and moved `bytes_per_repeat` each.
+inline void set_counters(benchmark::State& state, double bytes_per_repeat, double seconds,
+                         double copy_bytes_per_second) {
+  state.counters["bytes"] = benchmark::Counter(
+      bytes_per_repeat, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  const double achieved =
+      seconds > 0 ? bytes_per_repeat * static_cast<double>(state.iterations()) / seconds : 0.0;
+  state.counters["frac_of_copy"] = copy_bytes_per_second > 0
+                                       ? achieved / copy_bytes_per_second
+                                       : std::numeric_limits<double>::quiet_NaN();
+}
+
+/// Runs `call` kWarmupLaunches times, then once per benchmark iteration between an L2 flush and
+/// the events; reports the event time. Returns the total timed seconds, or a negative value after
+/// SkipWithError (the caller then sets no counters).
+template <class Call>
+double timed_loop(benchmark::State& state, Call&& call) {
+  session& s = session::get();
+  for (int i = 0; i < kWarmupLaunches; ++i) {
+    if (std::string why = call(); !why.empty()) {
+      skip(state, "warm-up: " + why);
+      return -1;
+    }
+  }
+  if (const cudaError_t e = cudaStreamSynchronize(s.stream()); e != cudaSuccess) {
+    skip(state, cuda_error_text(e, "warm-up"));
+    return -1;
+  }
+  double total = 0;
+  for (auto _ : state) {
+    double seconds = 0;
+    if (std::string why = s.time_once(call, &seconds); !why.empty()) {
+      skip(state, why);
+      return -1;
+    }
+    state.SetIterationTime(seconds);
+    total += seconds;
+  }
+  return total;
+}
+
+inline double session::copy_bandwidth() {
+  if (copy_bandwidth_ > 0 || !error_.empty()) return copy_bandwidth_;
+  // The copy row did not run (filtered out): a shorter measurement of the same copy.
+  device_buffer from, to;
+  if (from.allocate(kCopyBytes) != cudaSuccess || to.allocate(kCopyBytes) != cudaSuccess) return 0;
+  const int64_t n = static_cast<int64_t>(kCopyBytes / sizeof(float));
+  if (upload_and_wait(host_values::get().logits(n), n, FUSEDLOSS_FLOAT32, from.data()) !=
+      cudaSuccess)
+    return 0;
+  const auto copy = [&]() -> std::string {
+    const cudaError_t e =
+        cudaMemcpyAsync(to.data(), from.data(), kCopyBytes, cudaMemcpyDeviceToDevice, stream_);
+    return e == cudaSuccess ? std::string() : cuda_error_text(e, "cudaMemcpyAsync");
+  };
+  for (int i = 0; i < kWarmupLaunches; ++i) copy();
+  double total = 0;
+  constexpr int kRepeats = 20;
+  for (int i = 0; i < kRepeats; ++i) {
+    double seconds = 0;
+    if (!time_once(copy, &seconds).empty()) return 0;
+    total += seconds;
+  }
+  copy_bandwidth_ = 2.0 * static_cast<double>(kCopyBytes) * kRepeats / total;
+  return copy_bandwidth_;
+}
+
+}  // namespace fusedloss::bench
