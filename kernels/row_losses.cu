@@ -257,29 +257,29 @@ __device__ void write_partials(const row_workspace& w, double loss_sum, double z
   detail::write_block_partial<kThreads>(z_sum, w.z_partials);
 }
 
-// Loads N values of a row from element c0 on (fewer at the row's end): one or more 16-byte loads
-// when the row is aligned and the chunk whole, element by element otherwise.
+// Loads N values of a contiguous row from element c0 on (fewer at the row's end, C): one or more
+// 16-byte loads when the row is aligned and the chunk whole, element by element otherwise.
 template <int N, class T>
-__device__ __forceinline__ void load_row_chunk(const T* row, int64_t c0, int64_t C, int64_t S,
-                                               bool vector, float (&out)[N]) {
+__device__ __forceinline__ void load_row_chunk(const T* row, int64_t c0, int64_t C, bool vector,
+                                               float (&out)[N]) {
   if (vector && c0 + N <= C) {
     detail::load_chunk(row + c0, out);
     return;
   }
 #pragma unroll
-  for (int k = 0; k < N; ++k) out[k] = c0 + k < C ? detail::to_float(row[(c0 + k) * S]) : 0.0f;
+  for (int k = 0; k < N; ++k) out[k] = c0 + k < C ? detail::to_float(row[c0 + k]) : 0.0f;
 }
 
 template <int N, class T>
-__device__ __forceinline__ void store_row_chunk(T* row, int64_t c0, int64_t C, int64_t S,
-                                                bool vector, const float (&in)[N]) {
+__device__ __forceinline__ void store_row_chunk(T* row, int64_t c0, int64_t C, bool vector,
+                                                const float (&in)[N]) {
   if (vector && c0 + N <= C) {
     detail::store_chunk(row + c0, in);
     return;
   }
 #pragma unroll
   for (int k = 0; k < N; ++k) {
-    if (c0 + k < C) row[(c0 + k) * S] = detail::from_float<T>(in[k]);
+    if (c0 + k < C) row[c0 + k] = detail::from_float<T>(in[k]);
   }
 }
 
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kWarpThreads)
     for (int k = 0; k < kWarpVectorsPerLane; ++k) {
       const int64_t c0 = (static_cast<int64_t>(k) * lanes + l) * V;
       if (!active || c0 >= C) continue;
-      load_row_chunk(x_row, c0, C, 1, vector, x[k]);
+      load_row_chunk(x_row, c0, C, vector, x[k]);
 #pragma unroll
       for (int v = 0; v < V; ++v) {
         if (c0 + v < C) s.add(ctx.cap(x[k][v]), ctx.coefficient(r, c0 + v));
@@ -371,7 +371,7 @@ __global__ void __launch_bounds__(kWarpThreads)
       float g[V];
 #pragma unroll
       for (int v = 0; v < V; ++v) g[v] = gradient(ctx, res, r, c0 + v, x[k][v]);
-      store_row_chunk(g_row, c0, C, 1, g_vector, g);
+      store_row_chunk(g_row, c0, C, g_vector, g);
     }
   }
   write_partials<kWarpThreads>(w, loss_sum, z_sum);
@@ -387,8 +387,8 @@ __device__ void fold_slice(const row_context& ctx, int64_t r, const T* x_row, in
   for (int64_t c0 = begin + static_cast<int64_t>(threadIdx.x) * V; c0 < end;
        c0 += static_cast<int64_t>(blockDim.x) * V) {
     float x[V];
-    load_row_chunk(x_row, c0, end, 1, vector, x);
-    if (stage != nullptr) store_row_chunk(stage - begin, c0, end, 1, true, x);
+    load_row_chunk(x_row, c0, end, vector, x);
+    if (stage != nullptr) store_row_chunk(stage - begin, c0, end, true, x);
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       if (c0 + v < end) s.add(ctx.cap(x[v]), ctx.coefficient(r, c0 + v));
@@ -409,10 +409,10 @@ __device__ void write_slice_gradient(const row_context& ctx, const row_result& r
   for (int64_t c0 = begin + static_cast<int64_t>(threadIdx.x) * V; c0 < end;
        c0 += static_cast<int64_t>(blockDim.x) * V) {
     float x[V], g[V];
-    load_row_chunk(x_row, c0, end, 1, x_vector, x);
+    load_row_chunk(x_row, c0, end, x_vector, x);
 #pragma unroll
     for (int v = 0; v < V; ++v) g[v] = gradient(ctx, res, r, c0 + v, x[v]);
-    store_row_chunk(g_row, c0, end, 1, g_vector, g);
+    store_row_chunk(g_row, c0, end, g_vector, g);
   }
 }
 
@@ -549,14 +549,15 @@ __global__ void __launch_bounds__(kSpatialThreads) row_spatial_kernel(row_proble
   write_partials<kSpatialThreads>(w, loss_sum, z_sum);
 }
 
-// The mean's normaliser D for index targets: each block sums weight[y] over its counted rows.
+// The mean's normaliser D for index targets: each block sums its counted rows' share.
 __global__ void __launch_bounds__(kPrepassThreads) normaliser_kernel(row_problem p, double* partials) {
   const row_context ctx{p, nullptr};
   double d = 0;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kPrepassThreads + threadIdx.x; r < ctx.rows();
        r += static_cast<int64_t>(gridDim.x) * kPrepassThreads) {
     const int64_t y = ctx.target(r);
-    if (y >= 0) d += ctx.weight(y);
+    // Cross-entropy divides by the targets' total weight, softmax focal by their count.
+    if (y >= 0) d += p.kind == row_loss::cross_entropy ? ctx.weight(y) : 1.0f;
   }
   detail::write_block_partial<kPrepassThreads>(d, partials);
 }
