@@ -312,6 +312,13 @@ __device__ row_summary block_summary(const row_summary& mine) {
 // ------------------------------------------------------------------------------------------------
 // Tiers
 
+// The capped target logit of row r (index targets). Every tier reads it before the row's first
+// barrier or shuffle: in place, another thread may overwrite it with its gradient after that.
+template <class T>
+__device__ __forceinline__ float target_logit(const row_context& ctx, const T* x_row, int64_t y) {
+  return y >= 0 && ctx.index_targets() ? ctx.cap(detail::to_float(x_row[y * ctx.p.spatial])) : 0.0f;
+}
+
 // warp: `lanes` lanes (a power of two) per row, 32 / lanes rows per warp; the row waits in
 // registers. Every lane of a warp runs the same iterations so the shuffles see the whole warp.
 template <class T>
@@ -334,6 +341,7 @@ __global__ void __launch_bounds__(kWarpThreads)
     const T* x_row = static_cast<const T*>(p.logits) + (active ? r : 0) * p.row_stride;
     const bool vector = aligned(x_row);
     const int64_t y = active ? ctx.target(r) : kIgnored;
+    const float x_y = target_logit(ctx, x_row, y);
 
     float x[kWarpVectorsPerLane][V];
     row_summary s = row_summary::none();
@@ -358,7 +366,6 @@ __global__ void __launch_bounds__(kWarpThreads)
       s.merge(o);
     }
     if (!active) continue;
-    const float x_y = y >= 0 && ctx.index_targets() ? ctx.cap(detail::to_float(x_row[y])) : 0.0f;
     const row_result res = finish(ctx, r, y, s, x_y);
     if (l == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad == nullptr) continue;
@@ -416,12 +423,6 @@ __device__ void write_slice_gradient(const row_context& ctx, const row_result& r
   }
 }
 
-// The capped target logit of row r (index targets), read once by every thread that needs it.
-template <class T>
-__device__ __forceinline__ float target_logit(const row_context& ctx, const T* x_row, int64_t y) {
-  return y >= 0 && ctx.index_targets() ? ctx.cap(detail::to_float(x_row[y * ctx.p.spatial])) : 0.0f;
-}
-
 // block: a block per row, the row staged in dynamic shared memory.
 template <class T>
 __global__ void __launch_bounds__(kBlockThreads) row_block_kernel(row_problem p, row_workspace w) {
@@ -432,10 +433,11 @@ __global__ void __launch_bounds__(kBlockThreads) row_block_kernel(row_problem p,
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
     const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
     const int64_t y = ctx.target(r);
+    const float x_y = target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
     fold_slice(ctx, r, x_row, 0, p.num_classes, stage, s);
     s = block_summary<kBlockThreads>(s);  // its barriers also publish the staged row
-    const row_result res = finish(ctx, r, y, s, target_logit(ctx, x_row, y));
+    const row_result res = finish(ctx, r, y, s, x_y);
     if (threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad != nullptr) {
       write_slice_gradient(ctx, res, r, stage, true, 0, p.num_classes,
@@ -466,6 +468,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int64_t r = blockIdx.x / blocks; r < ctx.rows(); r += clusters) {
     const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
     const int64_t y = ctx.target(r);
+    const float x_y = target_logit(ctx, x_row, y);
     const int64_t start = static_cast<int64_t>(rank) * slice;
     const int64_t begin = start < p.num_classes ? start : p.num_classes;
     const int64_t end = begin + slice < p.num_classes ? begin + slice : p.num_classes;
@@ -476,7 +479,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     cluster.sync();  // every block's summary is visible to the others
     row_summary total = *cluster.map_shared_rank(&mine, 0);
     for (unsigned b = 1; b < blocks; ++b) total.merge(*cluster.map_shared_rank(&mine, b));
-    const row_result res = finish(ctx, r, y, total, target_logit(ctx, x_row, y));
+    const row_result res = finish(ctx, r, y, total, x_y);
     if (rank == 0 && threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad != nullptr) {
       write_slice_gradient(ctx, res, r, stage, true, begin, end,
@@ -499,6 +502,7 @@ __global__ void __launch_bounds__(kBlockThreads) row_two_pass_kernel(row_problem
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
     const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
     const int64_t y = ctx.target(r);
+    const float x_y = target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
     if (!p.read_lse) {
       fold_slice<T>(ctx, r, x_row, 0, p.num_classes, nullptr, s);
@@ -508,7 +512,7 @@ __global__ void __launch_bounds__(kBlockThreads) row_two_pass_kernel(row_problem
       }
     }
     s = block_summary<kBlockThreads>(s);
-    const row_result res = finish(ctx, r, y, s, target_logit(ctx, x_row, y));
+    const row_result res = finish(ctx, r, y, s, x_y);
     if (threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad != nullptr) {
       write_slice_gradient(ctx, res, r, x_row, false, 0, p.num_classes,
@@ -529,6 +533,7 @@ __global__ void __launch_bounds__(kSpatialThreads) row_spatial_kernel(row_proble
        r += static_cast<int64_t>(gridDim.x) * kSpatialThreads) {
     const T* x_row = static_cast<const T*>(p.logits) + ctx.base(r, p.row_stride);
     const int64_t y = ctx.target(r);
+    const float x_y = target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
     for (int64_t c = 0; c < p.num_classes; ++c) {
       const float c_coefficient = ctx.coefficient(r, c);
@@ -538,7 +543,7 @@ __global__ void __launch_bounds__(kSpatialThreads) row_spatial_kernel(row_proble
         s.all_coefficients += c_coefficient;
       }
     }
-    const row_result res = finish(ctx, r, y, s, target_logit(ctx, x_row, y));
+    const row_result res = finish(ctx, r, y, s, x_y);
     write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + ctx.base(r, p.grad_row_stride);
