@@ -6,6 +6,9 @@ install(TARGETS fusedloss EXPORT fusedlossTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET fusedloss_shared)
+  install(TARGETS fusedloss_shared LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(DIRECTORY include/fusedloss DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT fusedlossTargets NAMESPACE fusedloss::
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/fusedloss)
