@@ -179,9 +179,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   // The scalar elements: the head and tail around the chunks, or everything off the vector path.
   const int64_t scalar_head = vector_path ? head : p.numel;
-  const int64_t scalar_count = scalar_head + (p.numel - body_end);
+  const int64_t tail_begin = vector_path ? body_end : p.numel;
+  const int64_t scalar_count = scalar_head + (p.numel - tail_begin);
   for (int64_t s = thread; s < scalar_count; s += stride) {
-    const int64_t i = s < scalar_head ? s : body_end + (s - scalar_head);
+    const int64_t i = s < scalar_head ? s : tail_begin + (s - scalar_head);
     sum += process<1, T, U>(p, i, upstream, per_element_upstream);
   }
   if (partials != nullptr) detail::write_block_partial<kThreads>(sum, partials);
