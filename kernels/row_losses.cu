@@ -166,7 +166,8 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
   const float C = static_cast<float>(p.num_classes);
   out.z = term(p.z_loss, lse * lse);
   const float z_grad = up * 2.0f * p.z_loss * lse;
-  // sum_c c_c lp_c over the row; +inf when a -inf logit has a non-zero coefficient.
+  // -sum_c c_c lp_c over the row (the smoothing term, or the probability-target loss); +inf when
+  // a -inf logit has a non-zero coefficient.
   const float smoothing_sum =
       s.masked ? INFINITY : s.coefficients * logf(s.sum) - s.weighted;
 
@@ -395,7 +396,7 @@ __device__ void fold_slice(const row_context& ctx, int64_t r, const T* x_row, in
        c0 += static_cast<int64_t>(blockDim.x) * V) {
     float x[V];
     load_row_chunk(x_row, c0, end, vector, x);
-    if (stage != nullptr) store_row_chunk(stage - begin, c0, end, true, x);
+    if (stage != nullptr) store_row_chunk(stage, c0 - begin, end - begin, true, x);
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       if (c0 + v < end) s.add(ctx.cap(x[v]), ctx.coefficient(r, c0 + v));
@@ -410,13 +411,13 @@ __device__ void write_slice_gradient(const row_context& ctx, const row_result& r
                                      const T* source, bool staged, int64_t begin, int64_t end,
                                      T* g_row) {
   constexpr int V = detail::kVectorBytes / sizeof(T);
-  const T* x_row = staged ? source - begin : source;
+  const int64_t offset = staged ? begin : 0;  // the stage holds the slice from its first element
   const bool x_vector = staged || aligned(source + begin);
   const bool g_vector = aligned(g_row + begin);
   for (int64_t c0 = begin + static_cast<int64_t>(threadIdx.x) * V; c0 < end;
        c0 += static_cast<int64_t>(blockDim.x) * V) {
     float x[V], g[V];
-    load_row_chunk(x_row, c0, end, x_vector, x);
+    load_row_chunk(source, c0 - offset, end - offset, x_vector, x);
 #pragma unroll
     for (int v = 0; v < V; ++v) g[v] = gradient(ctx, res, r, c0 + v, x[v]);
     store_row_chunk(g_row, c0, end, g_vector, g);
