@@ -432,4 +432,13 @@ inline double session::copy_bandwidth() {
   return copy_bandwidth_;
 }
 
+// ------------------------------------------------------------------------------------------------
+// The row losses' rows (row_losses.cpp), for main
+
+/// Registers the row-loss rows. Call after registering the copy row (and the element rows), so that
+/// the copy stays the first row and the reference of those after it.
+void register_row_benchmarks();
+/// Frees the row rows' device inputs: call after the benchmarks, before session::release().
+void release_row_inputs();
+
 }  // namespace fusedloss::bench

@@ -240,6 +240,7 @@ void register_benchmarks() {
       }
     }
   }
+  register_row_benchmarks();  // bench/row_losses.cpp: after the copy and element rows
 }
 
 void add_context() {
@@ -285,6 +286,7 @@ int main(int argc, char** argv) {
   register_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   device_inputs::get().release();
+  release_row_inputs();
   s.release();
   benchmark::Shutdown();
   if (failures() > 0) {
