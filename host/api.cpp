@@ -3,6 +3,7 @@
 
 #include "cuda_dispatch.hpp"
 #include "device_memory.hpp"
+#include "dtype.hpp"
 #include "fusedloss/fusedloss.h"
 #include "reference/reference.hpp"
 #include "validate.hpp"
@@ -139,6 +140,29 @@ FUSEDLOSS_DEFINE_LOSS(cross_entropy)
 FUSEDLOSS_DEFINE_LOSS(softmax_focal)
 
 #undef FUSEDLOSS_DEFINE_LOSS
+
+fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel,
+                                          const void* scale, fusedloss_dtype scale_dtype,
+                                          fusedloss_device device, void* stream,
+                                          fusedloss_error* err) {
+  using fusedloss::host::load;
+  if (const fusedloss_status s =
+          fusedloss::host::validate_scale(data, dtype, numel, scale, scale_dtype, device, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  if (device == FUSEDLOSS_DEVICE_CUDA) {
+    return fusedloss::host::cuda::scale_in_place(data, dtype, numel, scale, scale_dtype, stream,
+                                                 err);
+  }
+  const double s = load(scale, scale_dtype, 0);
+  if (s != 1.0) {
+    for (int64_t i = 0; i < numel; ++i) {
+      fusedloss::host::store(data, dtype, i, load(data, dtype, i) * s);
+    }
+  }
+  return fusedloss::host::succeed(err);
+}
 
 fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_device device,
                                                   void* stream, int64_t* value,

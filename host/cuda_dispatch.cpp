@@ -8,6 +8,7 @@
 #include "dtype.hpp"
 #include "element_losses.hpp"
 #include "row_losses.hpp"
+#include "scale.hpp"
 #include "validate.hpp"
 
 namespace fusedloss::host::cuda {
@@ -103,8 +104,9 @@ kernels::row_problem row_problem(const Params& p, kernels::row_loss kind, call c
 
 kernels::row_problem cross_entropy_problem(const fusedloss_cross_entropy_params& p, call c) {
   kernels::row_problem e =
-      row_problem(p, is_integer(p.targets_dtype) ? kernels::row_loss::cross_entropy
-                                                 : kernels::row_loss::probability_cross_entropy,
+      row_problem(p,
+                  is_integer(p.targets_dtype) ? kernels::row_loss::cross_entropy
+                                              : kernels::row_loss::probability_cross_entropy,
                   c);
   e.weight = p.weight;
   e.label_smoothing = static_cast<float>(p.label_smoothing);
@@ -195,6 +197,13 @@ fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* work
 fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err) {
   return run_rows(softmax_focal_problem(p, c), workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,
+                                fusedloss_dtype scale_dtype, void* stream, fusedloss_error* err) {
+  const cudaError_t e = kernels::scale_in_place(data, dtype, numel, scale, scale_dtype,
+                                                static_cast<cudaStream_t>(stream));
+  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
 }
 
 }  // namespace fusedloss::host::cuda

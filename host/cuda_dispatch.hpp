@@ -31,4 +31,8 @@ fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* work
 fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err);
 
+/// fusedloss_scale_in_place on the device, arguments validated.
+fusedloss_status scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,
+                                fusedloss_dtype scale_dtype, void* stream, fusedloss_error* err);
+
 }  // namespace fusedloss::host::cuda

@@ -39,6 +39,11 @@ FUSEDLOSS_WITHOUT_CUDA(fusedloss_softmax_focal_params)
 
 #undef FUSEDLOSS_WITHOUT_CUDA
 
+fusedloss_status scale_in_place(void*, fusedloss_dtype, int64_t, const void*, fusedloss_dtype,
+                                void*, fusedloss_error* err) {
+  return without_cuda(err);
+}
+
 }  // namespace cuda
 }  // namespace fusedloss::host
 

@@ -202,6 +202,27 @@ fusedloss_status validate_with(const Params* p, Params& resolved, fusedloss_erro
 
 }  // namespace
 
+fusedloss_status validate_scale(const void* data, const fusedloss_dtype& dtype, int64_t numel,
+                                const void* scale, const fusedloss_dtype& scale_dtype,
+                                const fusedloss_device& device, fusedloss_error* err) {
+  checker v(err);
+  const auto floats = {FUSEDLOSS_FLOAT32, FUSEDLOSS_FLOAT16, FUSEDLOSS_BFLOAT16, FUSEDLOSS_FLOAT64};
+  v.require(one_of(device, {FUSEDLOSS_DEVICE_CPU, FUSEDLOSS_DEVICE_CUDA}), "device",
+            "unknown device %d", stored(device));
+  v.require(one_of(dtype, floats), "dtype", "%d is not a floating-point dtype", stored(dtype));
+  v.require(one_of(scale_dtype, floats), "scale_dtype", "%d is not a floating-point dtype",
+            stored(scale_dtype));
+  if (v.status() != FUSEDLOSS_SUCCESS) return v.status();
+  const bool cuda = device == FUSEDLOSS_DEVICE_CUDA;
+  v.require(!(cuda && dtype == FUSEDLOSS_FLOAT64), "dtype", "float64 runs on the CPU only");
+  v.require(!(cuda && scale_dtype == FUSEDLOSS_FLOAT64), "scale_dtype",
+            "float64 runs on the CPU only");
+  v.require(numel >= 0, "numel", "negative (%lld)", static_cast<long long>(numel));
+  v.require_buffer(data, numel > 0, device, "data");
+  v.require_buffer(scale, true, device, "scale");
+  return v.status() != FUSEDLOSS_SUCCESS ? v.status() : succeed(err);
+}
+
 fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_params& resolved,
                           fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {

@@ -41,6 +41,11 @@ int stored(const Enum& field) {
   return value;
 }
 
+/// Checks fusedloss_scale_in_place's arguments.
+fusedloss_status validate_scale(const void* data, const fusedloss_dtype& dtype, int64_t numel,
+                                const void* scale, const fusedloss_dtype& scale_dtype,
+                                const fusedloss_device& device, fusedloss_error* err);
+
 /// Checks only what a workspace query needs: the struct itself and its device.
 template <class Params>
 fusedloss_status validate_header(const Params* p, fusedloss_error* err) {

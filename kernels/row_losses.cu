@@ -51,12 +51,12 @@ namespace {
 
 using detail::row_summary;
 
-constexpr int kWarpThreads = 256;          // warp tier: 8 warps a block
-constexpr int kWarpVectorsPerLane = 8;     // warp tier: a lane holds 8 vectors of its row
-constexpr int kBlockThreads = 512;         // block, cluster and two_pass tiers
+constexpr int kWarpThreads = 256;       // warp tier: 8 warps a block
+constexpr int kWarpVectorsPerLane = 8;  // warp tier: a lane holds 8 vectors of its row
+constexpr int kBlockThreads = 512;      // block, cluster and two_pass tiers
 constexpr int kSpatialThreads = 256;
 constexpr int kPrepassThreads = 256;
-constexpr int kMaxCluster = 8;             // the portable cluster size
+constexpr int kMaxCluster = 8;  // the portable cluster size
 constexpr int64_t kIgnored = -1;
 constexpr int64_t kInvalid = -2;
 
@@ -76,29 +76,37 @@ struct row_context {
     return (r / p.spatial) * stride + r % p.spatial;
   }
 
-  __device__ float cap(float x) const { return p.softcap > 0 ? p.softcap * tanhf(x / p.softcap) : x; }
+  __device__ float cap(float x) const {
+    return p.softcap > 0 ? p.softcap * tanhf(x / p.softcap) : x;
+  }
 
   // The row's class, kIgnored or kInvalid (probability targets: 0, never ignored).
   __device__ int64_t target(int64_t r) const {
     if (!index_targets()) return 0;
-    const int64_t y = p.targets_dtype == FUSEDLOSS_INT32 ? static_cast<const int32_t*>(p.targets)[r]
-                                                         : static_cast<const int64_t*>(p.targets)[r];
+    const int64_t y = p.targets_dtype == FUSEDLOSS_INT32
+                          ? static_cast<const int32_t*>(p.targets)[r]
+                          : static_cast<const int64_t*>(p.targets)[r];
     if (y == p.ignore_index) return kIgnored;
     return y >= 0 && y < p.num_classes ? y : kInvalid;
   }
 
-  __device__ float weight(int64_t c) const { return p.weight != nullptr ? __ldg(p.weight + c) : 1.0f; }
+  __device__ float weight(int64_t c) const {
+    return p.weight != nullptr ? __ldg(p.weight + c) : 1.0f;
+  }
 
   // Probability target q'_c of row r, smoothed.
   __device__ float smoothed_probability(int64_t r, int64_t c) const {
     const int64_t i = (r / p.spatial) * p.num_classes * p.spatial + c * p.spatial + r % p.spatial;
     float q;
     switch (p.targets_dtype) {
-      case FUSEDLOSS_FLOAT16: q = __half2float(static_cast<const __half*>(p.targets)[i]); break;
+      case FUSEDLOSS_FLOAT16:
+        q = __half2float(static_cast<const __half*>(p.targets)[i]);
+        break;
       case FUSEDLOSS_BFLOAT16:
         q = __bfloat162float(static_cast<const __nv_bfloat16*>(p.targets)[i]);
         break;
-      default: q = static_cast<const float*>(p.targets)[i];
+      default:
+        q = static_cast<const float*>(p.targets)[i];
     }
     return (1.0f - p.label_smoothing) * q + p.label_smoothing / static_cast<float>(p.num_classes);
   }
@@ -107,9 +115,12 @@ struct row_context {
   // when label smoothing needs sum_c w_c lp_c, w_c q'_c for probability targets, else nothing.
   __device__ float coefficient(int64_t r, int64_t c) const {
     switch (p.kind) {
-      case row_loss::cross_entropy: return p.label_smoothing > 0 ? weight(c) : 0.0f;
-      case row_loss::probability_cross_entropy: return weight(c) * smoothed_probability(r, c);
-      default: return 0.0f;
+      case row_loss::cross_entropy:
+        return p.label_smoothing > 0 ? weight(c) : 0.0f;
+      case row_loss::probability_cross_entropy:
+        return weight(c) * smoothed_probability(r, c);
+      default:
+        return 0.0f;
     }
   }
   __device__ bool needs_coefficients() const {
@@ -168,8 +179,7 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
   const float z_grad = up * 2.0f * p.z_loss * lse;
   // -sum_c c_c lp_c over the row (the smoothing term, or the probability-target loss); +inf when
   // a -inf logit has a non-zero coefficient.
-  const float smoothing_sum =
-      s.masked ? INFINITY : s.coefficients * logf(s.sum) - s.weighted;
+  const float smoothing_sum = s.masked ? INFINITY : term(s.coefficients, logf(s.sum)) - s.weighted;
 
   switch (p.kind) {
     case row_loss::cross_entropy: {
@@ -233,9 +243,8 @@ __device__ void write_row_outputs(const row_context& ctx, int64_t r, int64_t y,
   if (y == kInvalid && p.invalid_target_count != nullptr) {
     atomicAdd(reinterpret_cast<unsigned long long*>(p.invalid_target_count), 1ull);
   }
-  if (p.loss == nullptr) return;
   if (p.reduction == FUSEDLOSS_REDUCTION_NONE) {
-    p.loss[r] = res.loss;
+    if (p.loss != nullptr) p.loss[r] = res.loss;
     if (p.z_loss_out != nullptr) p.z_loss_out[r] = res.z;
   } else {
     loss_sum += res.loss;
@@ -497,7 +506,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 // two_pass: a block per row folds the row from memory, then reads it again for the gradient. A
 // backward given the saved LSE folds only the coefficients it needs (no logits).
 template <class T>
-__global__ void __launch_bounds__(kBlockThreads) row_two_pass_kernel(row_problem p, row_workspace w) {
+__global__ void __launch_bounds__(kBlockThreads)
+    row_two_pass_kernel(row_problem p, row_workspace w) {
   const row_context ctx{p, w.normaliser};
   double loss_sum = 0, z_sum = 0;
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
@@ -526,7 +536,8 @@ __global__ void __launch_bounds__(kBlockThreads) row_two_pass_kernel(row_problem
 // spatial: a thread per row (n, s); class c of the row is S elements after class c - 1, so the
 // threads of a warp, on consecutive s, read consecutive addresses.
 template <class T>
-__global__ void __launch_bounds__(kSpatialThreads) row_spatial_kernel(row_problem p, row_workspace w) {
+__global__ void __launch_bounds__(kSpatialThreads)
+    row_spatial_kernel(row_problem p, row_workspace w) {
   const row_context ctx{p, w.normaliser};
   const int64_t S = p.spatial;
   double loss_sum = 0, z_sum = 0;
@@ -549,14 +560,16 @@ __global__ void __launch_bounds__(kSpatialThreads) row_spatial_kernel(row_proble
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + ctx.base(r, p.grad_row_stride);
     for (int64_t c = 0; c < p.num_classes; ++c) {
-      g_row[c * S] = detail::from_float<T>(gradient(ctx, res, r, c, detail::to_float(x_row[c * S])));
+      g_row[c * S] =
+          detail::from_float<T>(gradient(ctx, res, r, c, detail::to_float(x_row[c * S])));
     }
   }
   write_partials<kSpatialThreads>(w, loss_sum, z_sum);
 }
 
 // The mean's normaliser D for index targets: each block sums its counted rows' share.
-__global__ void __launch_bounds__(kPrepassThreads) normaliser_kernel(row_problem p, double* partials) {
+__global__ void __launch_bounds__(kPrepassThreads)
+    normaliser_kernel(row_problem p, double* partials) {
   const row_context ctx{p, nullptr};
   double d = 0;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kPrepassThreads + threadIdx.x; r < ctx.rows();
@@ -580,7 +593,8 @@ struct device_facts {
 cudaError_t query_device(device_facts* f) {
   int device = 0;
   cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f->major, cudaDevAttrComputeCapabilityMajor, device);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&f->major, cudaDevAttrComputeCapabilityMajor, device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f->sms, cudaDevAttrMultiProcessorCount, device);
   if (e == cudaSuccess) {
     e = cudaDeviceGetAttribute(&f->max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
@@ -593,10 +607,10 @@ size_t element_size(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ?
 struct plan {
   row_tier tier;
   int blocks;
-  int lanes = 32;       // warp tier
-  int cluster = 1;      // cluster tier
-  int64_t slice = 0;    // cluster tier: elements per block
-  size_t shared = 0;    // dynamic shared memory per block
+  int lanes = 32;     // warp tier
+  int cluster = 1;    // cluster tier
+  int64_t slice = 0;  // cluster tier: elements per block
+  size_t shared = 0;  // dynamic shared memory per block
   int prepass_blocks = 0;
 };
 
@@ -621,7 +635,8 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
   const bool fits_block = row_bytes(C) <= block_budget;
   // A forced cluster splits the row over two blocks at least, so the exchange is exercised.
   int cluster = p.tier == row_tier::cluster ? 2 : 1;
-  while (cluster < kMaxCluster && row_bytes((C + cluster - 1) / cluster) > block_budget) cluster *= 2;
+  while (cluster < kMaxCluster && row_bytes((C + cluster - 1) / cluster) > block_budget)
+    cluster *= 2;
   const bool fits_cluster = f.major >= 9 && row_bytes((C + cluster - 1) / cluster) <= block_budget;
 
   row_tier tier = p.tier;
@@ -664,8 +679,8 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
     }
     case row_tier::block:
       pl.shared = row_bytes(C);
-      pl.blocks = cap(rows, sms * std::max<int64_t>(1, static_cast<int64_t>(
-                                                           block_budget / pl.shared)));
+      pl.blocks =
+          cap(rows, sms * std::max<int64_t>(1, static_cast<int64_t>(block_budget / pl.shared)));
       break;
     case row_tier::cluster:
       pl.cluster = cluster;
@@ -677,7 +692,8 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
     case row_tier::spatial:
       pl.blocks = cap((rows + kSpatialThreads - 1) / kSpatialThreads, sms * 8);
       break;
-    default: pl.blocks = cap(rows, sms * 4);
+    default:
+      pl.blocks = cap(rows, sms * 4);
   }
   if (index_targets && p.reduction == FUSEDLOSS_REDUCTION_MEAN) {
     pl.prepass_blocks = cap((rows + kPrepassThreads - 1) / kPrepassThreads, sms * 2);
@@ -712,16 +728,17 @@ cudaError_t launch_tier(const row_problem& p, const plan& pl, const row_workspac
       row_warp_kernel<T><<<pl.blocks, kWarpThreads, 0, stream>>>(p, w, pl.lanes);
       break;
     case row_tier::block: {
-      const cudaError_t e = cudaFuncSetAttribute(
-          row_block_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.shared));
+      const cudaError_t e =
+          cudaFuncSetAttribute(row_block_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(pl.shared));
       if (e != cudaSuccess) return e;
       row_block_kernel<T><<<pl.blocks, kBlockThreads, pl.shared, stream>>>(p, w);
       break;
     }
     case row_tier::cluster: {
-      cudaError_t e = cudaFuncSetAttribute(row_cluster_kernel<T>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(pl.shared));
+      cudaError_t e =
+          cudaFuncSetAttribute(row_cluster_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(pl.shared));
       if (e != cudaSuccess) return e;
       cudaLaunchConfig_t config{};
       config.gridDim = dim3(pl.blocks);
@@ -742,7 +759,8 @@ cudaError_t launch_tier(const row_problem& p, const plan& pl, const row_workspac
     case row_tier::spatial:
       row_spatial_kernel<T><<<pl.blocks, kSpatialThreads, 0, stream>>>(p, w);
       break;
-    default: row_two_pass_kernel<T><<<pl.blocks, kBlockThreads, 0, stream>>>(p, w);
+    default:
+      row_two_pass_kernel<T><<<pl.blocks, kBlockThreads, 0, stream>>>(p, w);
   }
   return cudaGetLastError();
 }
@@ -781,13 +799,14 @@ cudaError_t run_row_loss(const row_problem& p, void* workspace, cudaStream_t str
   const layout l = layout_of(p, pl);
   auto* base = static_cast<double*>(workspace);
   const int64_t rows = p.batch * p.spatial;
-  const bool reduced = p.loss != nullptr && p.reduction != FUSEDLOSS_REDUCTION_NONE;
+  // forward_backward may ask for the z-loss term without the loss.
+  const bool reduced =
+      (p.loss != nullptr || p.z_loss_out != nullptr) && p.reduction != FUSEDLOSS_REDUCTION_NONE;
   const double* normaliser = nullptr;
   if (pl.prepass_blocks > 0) {
     normaliser_kernel<<<pl.prepass_blocks, kPrepassThreads, 0, stream>>>(p, base + l.prepass);
-    detail::total_kernel<<<1, detail::kFinalThreads, 0, stream>>>(base + l.prepass,
-                                                                  pl.prepass_blocks,
-                                                                  base + l.normaliser);
+    detail::total_kernel<<<1, detail::kFinalThreads, 0, stream>>>(
+        base + l.prepass, pl.prepass_blocks, base + l.normaliser);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
     normaliser = base + l.normaliser;
   }
@@ -795,18 +814,24 @@ cudaError_t run_row_loss(const row_problem& p, void* workspace, cudaStream_t str
                         reduced ? base + l.z : nullptr};
   if (rows > 0) {
     switch (p.logits_dtype) {
-      case FUSEDLOSS_FLOAT16: e = launch_tier<__half>(p, pl, w, stream); break;
-      case FUSEDLOSS_BFLOAT16: e = launch_tier<__nv_bfloat16>(p, pl, w, stream); break;
-      default: e = launch_tier<float>(p, pl, w, stream);
+      case FUSEDLOSS_FLOAT16:
+        e = launch_tier<__half>(p, pl, w, stream);
+        break;
+      case FUSEDLOSS_BFLOAT16:
+        e = launch_tier<__nv_bfloat16>(p, pl, w, stream);
+        break;
+      default:
+        e = launch_tier<float>(p, pl, w, stream);
     }
     if (e != cudaSuccess) return e;
   }
   if (reduced) {
     const bool mean = p.reduction == FUSEDLOSS_REDUCTION_MEAN;
     const int64_t partials = rows > 0 ? pl.blocks : 0;
-    detail::final_sum f{w.loss_partials, partials, mean, static_cast<double>(rows), normaliser,
-                        p.empty_value};
-    detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f, p.loss);
+    detail::final_sum f{w.loss_partials,           partials,   mean,
+                        static_cast<double>(rows), normaliser, p.empty_value};
+    if (p.loss != nullptr)
+      detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f, p.loss);
     if (p.z_loss_out != nullptr) {
       f.partials = w.z_partials;
       detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f, p.z_loss_out);

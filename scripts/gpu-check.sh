@@ -592,7 +592,7 @@ build_default_preset() {
     die "configuring failed (log: $log)"
   }
   echo "gpu-check: building ${targets[*]} with $jobs jobs"
-  cmake --build --preset default --parallel "$jobs" --target "${targets[@]}"
+  cmake --build --preset default --parallel "$jobs" --target "${targets[@]}" fusedloss_shared
 }
 
 # Where each target's binary is in a build folder.
@@ -642,6 +642,8 @@ package() {
     [[ -n $bin ]] || die "no binary for $t in $build_dir"
     cp -L "$bin" "$out/bin/"
   done
+  # The shared library the Python binding loads (ctypes), beside the binaries' libraries.
+  cp -L "$build_dir/libfusedloss.so" "$out/lib/"
   # The shared libraries that are not part of the system every Linux has (glibc, libstdc++,
   # libgcc_s) nor the driver's (libcuda): with static cudart and GoogleTest that is Google
   # Benchmark alone.
@@ -680,6 +682,7 @@ package() {
 # Running the stages
 
 declare -A bin
+shared_library=""  # libfusedloss.so, for the Python binding's tests
 steps_file=""
 any_failed=0
 
@@ -769,6 +772,9 @@ stage_tests() {
     "${bin[fusedloss_cli]}" validate --golden tests/golden --perturb 1e-3
   run_step validate_catches_tight_tolerance expect-fail 180 - -- \
     "${bin[fusedloss_cli]}" validate --golden tests/golden --tolerance-scale 1e-6
+  # The Python binding against PyTorch's CUDA results (every test also runs on the CPU path).
+  run_step python_binding exit 300 - -- env FUSEDLOSS_REQUIRE_GPU=1 PYTHONPATH=python \
+    FUSEDLOSS_LIBRARY="$shared_library" python3 -m pytest tests/python -q -p no:cacheprovider
   note tests-not-run "Not run here: CTest's find_package_consumer (an install/packaging test with no GPU code; CI runs it). Binaries from ${b}."
   end_stage tests
 }
@@ -827,6 +833,7 @@ use_prebuilt() {
     [[ -x $d/bin/$name ]] || die "--prebuilt $dir: bin/$name missing"
     bin[$t]=$d/bin/$name
   done
+  shared_library=$d/lib/libfusedloss.so
   export LD_LIBRARY_PATH=$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   local missing
   missing=$(ldd "$d"/bin/* 2>&1 | grep -E 'not found' || true)
@@ -854,6 +861,7 @@ and run here with
     bin[$t]=$(find_binary "$build_dir" "$t")
     [[ -n ${bin[$t]} ]] || die "no binary for $t in $build_dir"
   done
+  shared_library=$build_dir/libfusedloss.so
   build_info=$build_dir/gpu-check-build-info
   write_build_info "$build_info" "$build_dir" "built by gpu-check.sh where it ran"
   bin_dir=build/default

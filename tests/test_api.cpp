@@ -438,3 +438,58 @@ TEST(Api, CounterReadAndClearOnTheCpu) {
 }
 
 }  // namespace
+
+namespace {
+
+// The upstream-gradient scaling: a no-op at exactly 1, one rounded multiply otherwise, and its bad
+// input refused with the argument named and the data untouched.
+TEST(ScaleInPlace, MultipliesOrLeavesAlone) {
+  for (fusedloss_dtype dtype : {FUSEDLOSS_FLOAT64, FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16}) {
+    SCOPED_TRACE(fusedloss_dtype_string(dtype));
+    const std::vector<double> values = {1.5, -2.25, 3.0e-3, 7.0};
+    buffer data(dtype, values);
+    const buffer one(FUSEDLOSS_BFLOAT16, {1.0});
+    fusedloss::scale_in_place(data.data(), dtype, 4, one.data(), FUSEDLOSS_BFLOAT16,
+                              FUSEDLOSS_DEVICE_CPU);
+    EXPECT_EQ(data.values(), buffer(dtype, values).values());
+
+    const buffer half(FUSEDLOSS_FLOAT32, {-0.5});
+    fusedloss::scale_in_place(data.data(), dtype, 4, half.data(), FUSEDLOSS_FLOAT32,
+                              FUSEDLOSS_DEVICE_CPU);
+    // Halving is exact in every dtype, so the result is the stored value times -0.5 exactly.
+    const std::vector<double> rounded = buffer(dtype, values).values();
+    for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(data[i], -0.5 * rounded[i]);
+  }
+}
+
+TEST(ScaleInPlace, BadInputIsRefused) {
+  buffer data(FUSEDLOSS_FLOAT32, {1.0, 2.0});
+  const buffer scale(FUSEDLOSS_FLOAT32, {3.0});
+  fusedloss_error err;
+  const auto refused = [&](fusedloss_status s, const char* argument) {
+    EXPECT_EQ(s, FUSEDLOSS_INVALID_ARGUMENT);
+    EXPECT_STREQ(err.argument, argument);
+    EXPECT_EQ(data[0], 1.0);
+    EXPECT_EQ(data[1], 2.0);
+  };
+  refused(fusedloss_scale_in_place(nullptr, FUSEDLOSS_FLOAT32, 2, scale.data(), FUSEDLOSS_FLOAT32,
+                                   FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+          "data");
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, 2, nullptr, FUSEDLOSS_FLOAT32,
+                                   FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+          "scale");
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, -1, scale.data(),
+                                   FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+          "numel");
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_INT64, 2, scale.data(),
+                                   FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+          "dtype");
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, 2, scale.data(),
+                                   FUSEDLOSS_INT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+          "scale_dtype");
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT64, 2, scale.data(),
+                                   FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CUDA, nullptr, &err),
+          "dtype");
+}
+
+}  // namespace

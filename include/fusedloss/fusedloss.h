@@ -347,6 +347,27 @@ FUSEDLOSS_DECLARE_LOSS(softmax_focal)
 #undef FUSEDLOSS_DECLARE_LOSS
 
 /**
+ * @brief Multiply `numel` values of `data` in place by the one value at `scale`: the upstream
+ * gradient a framework's backward applies to the gradient that forward_backward already wrote.
+ * @param[in,out] data a buffer of `dtype` (float32, float16 or bfloat16; float64 on the CPU).
+ * @param dtype its dtype.
+ * @param numel how many values.
+ * @param[in] scale one value of `scale_dtype` (the same choice of dtypes), in `device`'s memory.
+ * @param scale_dtype its dtype.
+ * @param device where `data` and `scale` live and the call runs.
+ * @param stream the stream (CUDA only; NULL: the default stream).
+ * @param[out] err optional details.
+ * @return the status.
+ * @note Reads `scale` once; when it is exactly 1 that is all the call does (on CUDA, a launch whose
+ * threads read it and exit: no host synchronisation decides it). Otherwise `data` is read and
+ * written once, multiplied in float32 (double on the CPU) and rounded once.
+ */
+fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel,
+                                          const void* scale, fusedloss_dtype scale_dtype,
+                                          fusedloss_device device, void* stream,
+                                          fusedloss_error* err);
+
+/**
  * @brief Read a counter (such as `invalid_target_count`) and set it to 0.
  * @param[in,out] counter an int64 in `device`'s memory.
  * @param device where the counter lives.

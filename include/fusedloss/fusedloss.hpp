@@ -54,6 +54,17 @@ inline void throw_on_error(fusedloss_status status, const fusedloss_error& e) {
   if (status != FUSEDLOSS_SUCCESS) throw error(e);
 }
 
+/** @brief Scales a buffer in place; see fusedloss_scale_in_place(). @param data the buffer.
+ *  @param dtype its dtype. @param numel its length. @param scale the scalar. @param scale_dtype
+ *  its dtype. @param device the memory space. @param stream the stream. */
+inline void scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,
+                           fusedloss_dtype scale_dtype, fusedloss_device device,
+                           void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(
+      fusedloss_scale_in_place(data, dtype, numel, scale, scale_dtype, device, stream, &e), e);
+}
+
 /** @brief Reads and clears a counter; see fusedloss_read_and_clear_counter().
  *  @param counter the counter. @param device its memory space. @param stream its writers' stream.
  *  @return the count before clearing. */

@@ -62,10 +62,11 @@ struct row_summary {
   __device__ __forceinline__ float lse() const { return max + logf(sum); }
 
  private:
-  // `value` was accumulated relative to `from`; express it relative to `to` >= from. An empty
-  // summary (max -inf) contributes 0 rather than NaN.
+  // `value` was accumulated relative to `from`; express it relative to `to` >= from. A summary
+  // with no finite logit (max -inf) contributes 0 rather than NaN, unless a NaN logit made its
+  // value NaN: that must reach the row's result.
   static __device__ __forceinline__ float rescale(float value, float from, float to) {
-    return from == -INFINITY ? 0.0f : value * expf(from - to);
+    return from == -INFINITY && !isnan(value) ? 0.0f : value * expf(from - to);
   }
   static __device__ __forceinline__ float shift(float from, float to) {
     return from == -INFINITY ? 0.0f : from - to;

@@ -29,15 +29,16 @@ __host__ __device__ inline bool aligned_at(const T* p, int64_t i) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p + i) % kVectorBytes == 0;
 }
 
-/// Loads `N` elements starting at `p` as float32: with N * sizeof(T) / 16 vector loads when that
-/// is whole (then `p` must be 16-byte aligned), else element by element (the scalar path, N = 1).
+/// Loads `N` elements starting at `p` (global or shared memory) as float32: with N * sizeof(T) / 16
+/// vector loads when that is whole (then `p` must be 16-byte aligned), else element by element
+/// (the scalar path, N = 1). Plain loads, not __ldg: `p` may point to shared memory.
 template <int N, class T>
 __device__ __forceinline__ void load_chunk(const T* p, float (&out)[N]) {
   if constexpr (N * sizeof(T) % kVectorBytes == 0) {
     constexpr int kPerVector = kVectorBytes / sizeof(T);
 #pragma unroll
     for (int v = 0; v < N / kPerVector; ++v) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p) + v);
+      const uint4 raw = reinterpret_cast<const uint4*>(p)[v];
       const T* elements = reinterpret_cast<const T*>(&raw);
 #pragma unroll
       for (int k = 0; k < kPerVector; ++k) out[v * kPerVector + k] = to_float(elements[k]);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "checks.hpp"
@@ -85,6 +86,20 @@ class device_buffer {
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
+};
+
+/// The storage dtypes a typed GPU test runs over, named as PyTorch spells them
+/// (`TYPED_TEST_SUITE(Suite, Dtypes, DtypeNames)`; the test reads `TypeParam::value`).
+template <fusedloss_dtype D>
+using dtype_constant = std::integral_constant<fusedloss_dtype, D>;
+using Dtypes =
+    ::testing::Types<dtype_constant<FUSEDLOSS_FLOAT32>, dtype_constant<FUSEDLOSS_FLOAT16>,
+                     dtype_constant<FUSEDLOSS_BFLOAT16>>;
+struct DtypeNames {
+  template <class Dtype>
+  static std::string GetName(int) {
+    return fusedloss_dtype_string(Dtype::value);
+  }
 };
 
 }  // namespace fusedloss::gpu_tests

@@ -322,8 +322,8 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
   }
 }
 
-template <fusedloss_dtype D>
-using dtype_constant = std::integral_constant<fusedloss_dtype, D>;
+using fusedloss::gpu_tests::DtypeNames;
+using fusedloss::gpu_tests::Dtypes;
 
 template <class Dtype>
 class ElementKernels : public ::testing::Test {
@@ -332,14 +332,6 @@ class ElementKernels : public ::testing::Test {
   void SetUp() override { FUSEDLOSS_REQUIRE_GPU_OR_SKIP(); }
 };
 
-using Dtypes = ::testing::Types<dtype_constant<FUSEDLOSS_FLOAT32>, dtype_constant<FUSEDLOSS_FLOAT16>,
-                                dtype_constant<FUSEDLOSS_BFLOAT16>>;
-struct DtypeNames {
-  template <class Dtype>
-  static std::string GetName(int) {
-    return fusedloss_dtype_string(Dtype::value);
-  }
-};
 TYPED_TEST_SUITE(ElementKernels, Dtypes, DtypeNames);
 
 constexpr loss_kind kKinds[] = {loss_kind::bce, loss_kind::sigmoid_focal, loss_kind::mse};

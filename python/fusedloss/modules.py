@@ -1,0 +1,126 @@
+"""``torch.nn.Module`` wrappers of the losses, with PyTorch's class names and constructor
+arguments (less the deprecated ``size_average`` and ``reduce``). Weight vectors are buffers, so
+``.to(device)`` moves them and ``state_dict`` holds them, as in PyTorch. ``forward`` takes the
+input and target, and the keyword-only ``grad_scale`` of the functional form."""
+
+import torch
+
+from . import functional as F
+from .functional import _empty_mean, _reduction, _rejects_legacy
+
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "SigmoidFocalLoss",
+    "SoftmaxFocalLoss",
+    "MSELoss",
+]
+
+
+class _Loss(torch.nn.Module):
+    def __init__(self, reduction, empty_mean):
+        super().__init__()
+        _reduction(reduction)  # refuse a bad value here rather than at the first call
+        _empty_mean(empty_mean)
+        self.reduction = reduction
+        self.empty_mean = empty_mean
+
+    def extra_repr(self):
+        fields = [f"reduction={self.reduction!r}"]
+        fields += [f"{name}={getattr(self, name)!r}" for name in self._options]
+        if self.empty_mean != "nan":
+            fields.append(f"empty_mean={self.empty_mean!r}")
+        return ", ".join(fields)
+
+    _options = ()
+
+
+class BCEWithLogitsLoss(_Loss):
+    """:func:`fusedloss.functional.binary_cross_entropy_with_logits` as a module
+    (``torch.nn.BCEWithLogitsLoss``)."""
+
+    @_rejects_legacy
+    def __init__(self, weight=None, reduction="mean", pos_weight=None, *, empty_mean="nan"):
+        super().__init__(reduction, empty_mean)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target, *, grad_scale=1.0):
+        return F.binary_cross_entropy_with_logits(
+            input, target, self.weight, self.reduction, self.pos_weight,
+            empty_mean=self.empty_mean, grad_scale=grad_scale)
+
+
+class CrossEntropyLoss(_Loss):
+    """:func:`fusedloss.functional.cross_entropy` as a module (``torch.nn.CrossEntropyLoss``,
+    plus the keyword-only z-loss, soft-cap, empty-mean policy and target validation)."""
+
+    _options = ("ignore_index", "label_smoothing", "z_loss", "softcap", "validate_targets")
+
+    @_rejects_legacy
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
+                 z_loss=0.0, softcap=None, empty_mean="nan", validate_targets=True):
+        super().__init__(reduction, empty_mean)
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.validate_targets = validate_targets
+
+    def forward(self, input, target, *, grad_scale=1.0):
+        return F.cross_entropy(
+            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
+            z_loss=self.z_loss, softcap=self.softcap, empty_mean=self.empty_mean,
+            validate_targets=self.validate_targets, grad_scale=grad_scale)
+
+
+class SigmoidFocalLoss(_Loss):
+    """:func:`fusedloss.functional.sigmoid_focal_loss` (torchvision's) as a module."""
+
+    _options = ("alpha", "gamma")
+
+    @_rejects_legacy
+    def __init__(self, alpha=0.25, gamma=2, reduction="none", *, empty_mean="nan"):
+        super().__init__(reduction, empty_mean)
+        self.alpha = alpha
+        self.gamma = gamma
+
+    def forward(self, inputs, targets, *, grad_scale=1.0):
+        return F.sigmoid_focal_loss(inputs, targets, self.alpha, self.gamma, self.reduction,
+                                    empty_mean=self.empty_mean, grad_scale=grad_scale)
+
+
+class SoftmaxFocalLoss(_Loss):
+    """:func:`fusedloss.functional.softmax_focal_loss` as a module; ``alpha`` is a buffer."""
+
+    _options = ("gamma", "ignore_index", "validate_targets")
+
+    @_rejects_legacy
+    def __init__(self, alpha=None, gamma=2.0, ignore_index=-100, reduction="mean", *,
+                 empty_mean="nan", validate_targets=True):
+        super().__init__(reduction, empty_mean)
+        if alpha is not None and not isinstance(alpha, torch.Tensor):
+            alpha = torch.as_tensor(alpha, dtype=torch.float32)
+        self.register_buffer("alpha", alpha)
+        self.gamma = gamma
+        self.ignore_index = ignore_index
+        self.validate_targets = validate_targets
+
+    def forward(self, input, target, *, grad_scale=1.0):
+        return F.softmax_focal_loss(
+            input, target, self.alpha, self.gamma, self.ignore_index, self.reduction,
+            empty_mean=self.empty_mean, validate_targets=self.validate_targets,
+            grad_scale=grad_scale)
+
+
+class MSELoss(_Loss):
+    """:func:`fusedloss.functional.mse_loss` as a module (``torch.nn.MSELoss``)."""
+
+    @_rejects_legacy
+    def __init__(self, reduction="mean", *, empty_mean="nan"):
+        super().__init__(reduction, empty_mean)
+
+    def forward(self, input, target, *, grad_scale=1.0):
+        return F.mse_loss(input, target, self.reduction, empty_mean=self.empty_mean,
+                          grad_scale=grad_scale)
