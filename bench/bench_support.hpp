@@ -265,18 +265,7 @@ class host_values {
 
 inline size_t dtype_bytes(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ? 4 : 2; }
 
-inline const char* dtype_label(fusedloss_dtype dtype) {
-  switch (dtype) {
-    case FUSEDLOSS_FLOAT32:
-      return "float32";
-    case FUSEDLOSS_BFLOAT16:
-      return "bfloat16";
-    case FUSEDLOSS_FLOAT16:
-      return "float16";
-    default:
-      return "?";
-  }
-}
+inline const char* dtype_label(fusedloss_dtype dtype) { return fusedloss_dtype_string(dtype); }
 
 /// Copies n floats to device memory as `dtype` (float32, float16 or bfloat16), in slices.
 inline cudaError_t upload(const float* values, int64_t n, fusedloss_dtype dtype, void* device) {
@@ -375,6 +364,24 @@ inline void set_counters(benchmark::State& state, double bytes_per_repeat, doubl
   state.counters["frac_of_copy"] = copy_bytes_per_second > 0
                                        ? achieved / copy_bytes_per_second
                                        : std::numeric_limits<double>::quiet_NaN();
+}
+
+/// Reads the loss the timed calls left at `loss` (device memory) into the row's `loss` counter.
+/// The mean loss of random inputs is finite: anything else means the timed call is broken, and
+/// fails the row (false: set no more counters).
+inline bool record_loss(benchmark::State& state, const float* loss) {
+  float value = 0;
+  if (const cudaError_t e = cudaMemcpy(&value, loss, sizeof value, cudaMemcpyDeviceToHost);
+      e != cudaSuccess) {
+    skip(state, cuda_error_text(e, "reading the loss"));
+    return false;
+  }
+  if (!std::isfinite(value)) {
+    skip(state, "the loss is not finite (" + std::to_string(value) + ")");
+    return false;
+  }
+  state.counters["loss"] = value;
+  return true;
 }
 
 /// Runs `call` kWarmupLaunches times, then once per benchmark iteration between an L2 flush and

@@ -153,18 +153,7 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   const double seconds = timed_loop(state, call);
   if (seconds < 0) return;
 
-  // The mean of a loss of random inputs is finite: anything else means the timed call is broken.
-  float value = 0;
-  if (const cudaError_t e = cudaMemcpy(&value, loss.data(), sizeof value, cudaMemcpyDeviceToHost);
-      e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "reading the loss"));
-    return;
-  }
-  if (!std::isfinite(value)) {
-    skip(state, "the loss is not finite (" + std::to_string(value) + ")");
-    return;
-  }
-  state.counters["loss"] = value;
+  if (!record_loss(state, static_cast<const float*>(loss.data()))) return;
   set_counters(state, c.bytes(), seconds, s.copy_bandwidth());
 }
 

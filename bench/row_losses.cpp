@@ -361,18 +361,7 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
   const double seconds = timed_loop(state, call);
   if (seconds < 0) return;
 
-  // The mean of a loss of random inputs is finite: anything else means the timed call is broken.
-  float value = 0;
-  if (const cudaError_t e = cudaMemcpy(&value, in.loss(), sizeof value, cudaMemcpyDeviceToHost);
-      e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "reading the loss"));
-    return;
-  }
-  if (!std::isfinite(value)) {
-    skip(state, "the loss is not finite (" + std::to_string(value) + ")");
-    return;
-  }
-  state.counters["loss"] = value;
+  if (!record_loss(state, static_cast<const float*>(in.loss()))) return;
   set_counters(state, c.bytes(), seconds, copy_bytes_per_second);
 
   const double per_call = seconds / static_cast<double>(std::max<int64_t>(state.iterations(), 1));

@@ -433,11 +433,14 @@ __device__ void write_slice_gradient(const row_context& ctx, const row_result& r
   }
 }
 
-// block: a block per row, the row staged in dynamic shared memory.
+// block and two_pass: a block per row. With `staged` (block) the row waits in dynamic shared
+// memory between the fold and the gradient; without (two_pass) the gradient reads it from memory
+// again, and a backward given the saved LSE folds only the coefficients it needs (no logits).
 template <class T>
-__global__ void __launch_bounds__(kBlockThreads) row_block_kernel(row_problem p, row_workspace w) {
+__global__ void __launch_bounds__(kBlockThreads)
+    row_block_kernel(row_problem p, row_workspace w, bool staged) {
   extern __shared__ uint4 shared_raw[];
-  T* stage = reinterpret_cast<T*>(shared_raw);
+  T* stage = staged ? reinterpret_cast<T*>(shared_raw) : nullptr;
   const row_context ctx{p, w.normaliser};
   double loss_sum = 0, z_sum = 0;
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
@@ -445,15 +448,21 @@ __global__ void __launch_bounds__(kBlockThreads) row_block_kernel(row_problem p,
     const int64_t y = ctx.target(r);
     const float x_y = target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
-    fold_slice(ctx, r, x_row, 0, p.num_classes, stage, s);
+    if (!p.read_lse) {
+      fold_slice(ctx, r, x_row, 0, p.num_classes, stage, s);
+    } else if (ctx.needs_coefficients()) {
+      for (int64_t c = threadIdx.x; c < p.num_classes; c += blockDim.x) {
+        s.all_coefficients += ctx.coefficient(r, c);
+      }
+    }
     s = block_summary<kBlockThreads>(s);  // its barriers also publish the staged row
     const row_result res = finish(ctx, r, y, s, x_y);
     if (threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad != nullptr) {
-      write_slice_gradient(ctx, res, r, stage, true, 0, p.num_classes,
+      write_slice_gradient(ctx, res, r, staged ? stage : x_row, staged, 0, p.num_classes,
                            static_cast<T*>(p.grad) + r * p.grad_row_stride);
     }
-    __syncthreads();  // the next row overwrites the stage
+    if (staged) __syncthreads();  // the next row overwrites the stage
   }
   write_partials<kBlockThreads>(w, loss_sum, z_sum);
 }
@@ -501,36 +510,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 #else
   __trap();  // launched only on sm_90 and later (run_row_loss checks)
 #endif
-}
-
-// two_pass: a block per row folds the row from memory, then reads it again for the gradient. A
-// backward given the saved LSE folds only the coefficients it needs (no logits).
-template <class T>
-__global__ void __launch_bounds__(kBlockThreads)
-    row_two_pass_kernel(row_problem p, row_workspace w) {
-  const row_context ctx{p, w.normaliser};
-  double loss_sum = 0, z_sum = 0;
-  for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
-    const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
-    const int64_t y = ctx.target(r);
-    const float x_y = target_logit(ctx, x_row, y);
-    row_summary s = row_summary::none();
-    if (!p.read_lse) {
-      fold_slice<T>(ctx, r, x_row, 0, p.num_classes, nullptr, s);
-    } else if (ctx.needs_coefficients()) {
-      for (int64_t c = threadIdx.x; c < p.num_classes; c += blockDim.x) {
-        s.all_coefficients += ctx.coefficient(r, c);
-      }
-    }
-    s = block_summary<kBlockThreads>(s);
-    const row_result res = finish(ctx, r, y, s, x_y);
-    if (threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
-    if (p.grad != nullptr) {
-      write_slice_gradient(ctx, res, r, x_row, false, 0, p.num_classes,
-                           static_cast<T*>(p.grad) + r * p.grad_row_stride);
-    }
-  }
-  write_partials<kBlockThreads>(w, loss_sum, z_sum);
 }
 
 // spatial: a thread per row (n, s); class c of the row is S elements after class c - 1, so the
@@ -732,7 +711,7 @@ cudaError_t launch_tier(const row_problem& p, const plan& pl, const row_workspac
           cudaFuncSetAttribute(row_block_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(pl.shared));
       if (e != cudaSuccess) return e;
-      row_block_kernel<T><<<pl.blocks, kBlockThreads, pl.shared, stream>>>(p, w);
+      row_block_kernel<T><<<pl.blocks, kBlockThreads, pl.shared, stream>>>(p, w, true);
       break;
     }
     case row_tier::cluster: {
@@ -760,7 +739,7 @@ cudaError_t launch_tier(const row_problem& p, const plan& pl, const row_workspac
       row_spatial_kernel<T><<<pl.blocks, kSpatialThreads, 0, stream>>>(p, w);
       break;
     default:
-      row_two_pass_kernel<T><<<pl.blocks, kBlockThreads, 0, stream>>>(p, w);
+      row_block_kernel<T><<<pl.blocks, kBlockThreads, 0, stream>>>(p, w, false);
   }
   return cudaGetLastError();
 }

@@ -530,6 +530,16 @@ void common_options(const golden_case& c, P& p, fusedloss_device device) {
   }
 }
 
+// The layout and ignore_index that both row losses take.
+template <class P>
+void row_options(const golden_case& c, P& p) {
+  p.batch = integer_option(c, "batch", p.batch);
+  p.num_classes = integer_option(c, "num_classes", p.num_classes);
+  p.spatial = integer_option(c, "spatial", p.spatial);
+  p.row_stride = integer_option(c, "row_stride", p.row_stride);
+  p.ignore_index = integer_option(c, "ignore_index", p.ignore_index);
+}
+
 template <class P>
 std::vector<golden_result> run_element(const golden_case& c, const loss_api<P>& api, P p,
                                        const device_memory* memory) {
@@ -657,11 +667,7 @@ std::vector<golden_result> run_golden_case(const golden_case& c, fusedloss_devic
     fusedloss_cross_entropy_params p;
     api.init(&p);
     common_options(c, p, device);
-    p.batch = integer_option(c, "batch", p.batch);
-    p.num_classes = integer_option(c, "num_classes", p.num_classes);
-    p.spatial = integer_option(c, "spatial", p.spatial);
-    p.row_stride = integer_option(c, "row_stride", p.row_stride);
-    p.ignore_index = integer_option(c, "ignore_index", p.ignore_index);
+    row_options(c, p);
     p.label_smoothing = real_option(c, "label_smoothing", p.label_smoothing);
     p.z_loss = real_option(c, "z_loss", p.z_loss);
     p.softcap = real_option(c, "softcap", p.softcap);
@@ -672,11 +678,7 @@ std::vector<golden_result> run_golden_case(const golden_case& c, fusedloss_devic
     fusedloss_softmax_focal_params p;
     api.init(&p);
     common_options(c, p, device);
-    p.batch = integer_option(c, "batch", p.batch);
-    p.num_classes = integer_option(c, "num_classes", p.num_classes);
-    p.spatial = integer_option(c, "spatial", p.spatial);
-    p.row_stride = integer_option(c, "row_stride", p.row_stride);
-    p.ignore_index = integer_option(c, "ignore_index", p.ignore_index);
+    row_options(c, p);
     p.gamma = real_option(c, "gamma", p.gamma);
     return run_rows(c, api, p, memory);
   }
