@@ -7,11 +7,11 @@ through them), and hands them to one autograd function shared by every loss.
 
 How training works (the kernel's economy kept): when the input needs a gradient, the forward runs
 the library's fused call, which writes the loss and the gradient in one pass, and keeps the
-gradient. The backward multiplies that gradient in place by ``grad_output`` with one device-side
-``mul_`` (a 0-dim tensor for ``mean``/``sum``, broadcast per row or element for ``none``): no host
-synchronisation, no second read of the logits, and no second gradient-sized buffer. It always
-multiplies, a pass over the gradient even when ``grad_output`` is 1: deciding to skip it would
-need the value on the host. Loss scaling (mixed precision) and gradient accumulation pass their
+gradient. The backward multiplies that gradient in place by ``grad_output`` on the device: a
+0-dim ``grad_output`` (``mean``/``sum``) through the library's ``fusedloss_scale_in_place``, whose
+kernel reads the scale and exits when it is 1 (an unscaled backward costs a launch, not a pass over
+the gradient), one value per row or element (``none``) with a broadcast ``mul_``. No host
+synchronisation, no second read of the logits, no second gradient-sized buffer. Loss scaling (mixed precision) and gradient accumulation pass their
 factor as ``grad_scale``, which the fused call applies in the same pass, and call ``backward()``
 on the unscaled loss. Because the gradient is scaled in place, a graph through these losses can
 be differentiated once: a second backward through the same loss (``retain_graph=True``) raises.
