@@ -1,5 +1,6 @@
-// What the benchmarks share: a session (device, stream, events, L2 flush), device buffers, random
-// inputs, the reference copy bandwidth, and the timed loop that reports bytes and GB/s.
+// What the benchmarks share: the mode (CUDA device or CPU reference), a session (device, stream,
+// events, L2 flush), buffers, random inputs, the reference copy bandwidth, and the timed loop that
+// reports bytes and GB/s.
 //
 // Method (STYLE.md, "Tests and benchmarks"; the device notes' METHOD.md):
 // - Each repeat is timed alone with a pair of CUDA events around the one call, and reported to
@@ -17,6 +18,14 @@
 // - `frac_of_copy` divides that by the device-to-device copy bandwidth measured in the same
 //   process: the `copy` row (cudaMemcpyAsync of kCopyBytes, counted as 2 * kCopyBytes moved), or a
 //   shorter copy measurement made on first need when that row was filtered out.
+//
+// The CPU mode (main picks it: FUSEDLOSS_BENCH_DEVICE=cpu, or no usable CUDA device) runs the same
+// rows through the same calls on FUSEDLOSS_DEVICE_CPU, the double-precision reference: buffers are
+// host memory, each case's N is halved until N * C <= kCpuMaxElements (its label says the size
+// run), each repeat is timed with std::chrono::steady_clock (no L2 flush), every row has MinTime
+// kCpuMinTime, and the `copy` row is a memcpy of kCpuCopyBytes (the largest row's one float32
+// array: cache-resident, as the rows' data is). It checks that every row builds and runs; its times
+// are the reference's, not the kernels'.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -25,6 +34,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -45,6 +55,50 @@ constexpr int kWarmupLaunches = 3;
 constexpr uint64_t kFlushMinNs = 50'000;
 /// The copy row's buffer size: as large as the largest element benchmark's one array (2^28 f32).
 constexpr size_t kCopyBytes = size_t{1} << 30;
+
+/// The CPU mode's bound on a case's elements, its MinTime per row, and its copy row's size.
+constexpr int64_t kCpuMaxElements = int64_t{1} << 18;
+constexpr double kCpuMinTime = 0.01;
+constexpr size_t kCpuCopyBytes = size_t{kCpuMaxElements} * sizeof(float);
+
+/// Whether the rows run on the CPU reference (set by main before anything else; never changed).
+inline bool& on_cpu() {
+  static bool cpu = false;
+  return cpu;
+}
+
+inline fusedloss_device run_device() {
+  return on_cpu() ? FUSEDLOSS_DEVICE_CPU : FUSEDLOSS_DEVICE_CUDA;
+}
+
+inline size_t copy_bytes() { return on_cpu() ? kCpuCopyBytes : kCopyBytes; }
+
+/// N of an (N, C) case as run: as given on the GPU; on the CPU halved until N * C <=
+/// kCpuMaxElements (or N is 1).
+inline int64_t run_batch(int64_t batch, int64_t classes) {
+  while (on_cpu() && batch > 1 && batch * classes > kCpuMaxElements) batch /= 2;
+  return batch;
+}
+
+/// A label's size: `full` on the GPU; on the CPU also the size run (N x C, or N when C is 1).
+inline std::string size_label(const std::string& full, int64_t batch, int64_t classes) {
+  if (!on_cpu()) return full;
+  const std::string n = std::to_string(run_batch(batch, classes));
+  return full + ", run at " + (classes > 1 ? n + " x " + std::to_string(classes) : n) +
+         " on the CPU reference";
+}
+
+/// Registers a row timed by manual time, in microseconds, with MinTime `min_time` on the GPU (0:
+/// Google Benchmark's, --benchmark_min_time) and kCpuMinTime on the CPU. A row's own MinTime wins
+/// over --benchmark_min_time, and adds /min_time:X to its name.
+template <class Function>
+void register_timed(const std::string& name, Function&& function, double min_time = 0) {
+  auto* b = benchmark::RegisterBenchmark(name.c_str(), std::forward<Function>(function))
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+  if (on_cpu()) min_time = kCpuMinTime;
+  if (min_time > 0) b->MinTime(min_time);
+}
 
 /// Empty when a CUDA device is usable, else why not.
 inline std::string why_no_gpu() {
@@ -76,7 +130,29 @@ inline void skip(benchmark::State& state, const std::string& why) {
   state.SkipWithError(why.c_str());
 }
 
-/// Device memory, freed on destruction.
+// ------------------------------------------------------------------------------------------------
+// Memory of the device the rows run on: CUDA device memory, or host memory in the CPU mode. The
+// calls return the CUDA runtime's error codes in both modes.
+
+/// cudaMemcpy, or a memcpy on the CPU.
+inline cudaError_t copy_memory(void* to, const void* from, size_t bytes, cudaMemcpyKind kind) {
+  if (!on_cpu()) return cudaMemcpy(to, from, bytes, kind);
+  if (bytes > 0) std::memcpy(to, from, bytes);
+  return cudaSuccess;
+}
+
+/// cudaMemset, or a memset on the CPU.
+inline cudaError_t fill_memory(void* to, int byte, size_t bytes) {
+  if (!on_cpu()) return cudaMemset(to, byte, bytes);
+  if (bytes > 0) std::memset(to, byte, bytes);
+  return cudaSuccess;
+}
+
+/// cudaDeviceSynchronize: a copy from pageable memory may return before its DMA lands, and the
+/// benchmarks' stream does not wait for the legacy default stream by itself. Nothing on the CPU.
+inline cudaError_t wait_for_device() { return on_cpu() ? cudaSuccess : cudaDeviceSynchronize(); }
+
+/// Memory of the device the rows run on (host memory in the CPU mode), freed on destruction.
 class device_buffer {
  public:
   device_buffer() = default;
@@ -84,21 +160,25 @@ class device_buffer {
   device_buffer& operator=(const device_buffer&) = delete;
   ~device_buffer() { reset(); }
 
-  /// Replaces the buffer by `bytes` of new, uninitialised device memory.
+  /// Replaces the buffer by `bytes` of new, uninitialised memory.
   cudaError_t allocate(size_t bytes) {
     reset();
     if (bytes == 0) return cudaSuccess;
-    const cudaError_t e = cudaMalloc(&data_, bytes);
+    host_ = on_cpu();
+    data_ = host_ ? std::malloc(bytes) : nullptr;
+    cudaError_t e = host_ ? cudaSuccess : cudaMalloc(&data_, bytes);
+    if (e == cudaSuccess && data_ == nullptr) e = cudaErrorMemoryAllocation;
     if (e != cudaSuccess) {
       data_ = nullptr;
-      cudaGetLastError();
+      if (!host_) cudaGetLastError();
       return e;
     }
     bytes_ = bytes;
     return cudaSuccess;
   }
   void reset() {
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr && host_) std::free(data_);
+    if (data_ != nullptr && !host_) cudaFree(data_);
     data_ = nullptr;
     bytes_ = 0;
   }
@@ -108,10 +188,12 @@ class device_buffer {
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  bool host_ = false;
 };
 
 /// The process's device state: one stream, one event pair, the L2 flush buffer, the reference copy
-/// bandwidth. Built on first use; `error()` is non-empty when that failed.
+/// bandwidth. Built on first use; `error()` is non-empty when that failed. In the CPU mode it holds
+/// only the copy bandwidth, and times with the host's clock.
 class session {
  public:
   static session& get() {
@@ -132,10 +214,20 @@ class session {
                            static_cast<int*>(sink_.data()), flush_blocks_, stream_);
   }
 
+  /// Waits for the stream (nothing to wait for on the CPU).
+  cudaError_t synchronize() { return on_cpu() ? cudaSuccess : cudaStreamSynchronize(stream_); }
+
   /// Flushes L2, then times `call` (which enqueues work on the stream and returns an empty string,
-  /// or why it failed) with events. Returns an empty string and the seconds, or the failure.
+  /// or why it failed) with events. Returns an empty string and the seconds, or the failure. On the
+  /// CPU, the wall-clock time of the call.
   template <class Call>
   std::string time_once(Call&& call, double* seconds) {
+    if (on_cpu()) {
+      const auto start = std::chrono::steady_clock::now();
+      std::string why = call();
+      *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return why;
+    }
     cudaError_t e = flush_l2();
     if (e != cudaSuccess) return cuda_error_text(e, "L2 flush");
     e = cudaEventRecord(start_, stream_);
@@ -153,7 +245,7 @@ class session {
     return {};
   }
 
-  /// Device-to-device copy bandwidth in bytes per second (read + write), from the copy row when it
+  /// The reference copy bandwidth in bytes per second (read + write), from the copy row when it
   /// ran, else measured now.
   double copy_bandwidth();
   void set_copy_bandwidth(double bytes_per_second) { copy_bandwidth_ = bytes_per_second; }
@@ -172,7 +264,7 @@ class session {
   }
 
  private:
-  session() { error_ = init(); }
+  session() { error_ = on_cpu() ? std::string() : init(); }
   ~session() = default;
 
   std::string init() {
@@ -267,11 +359,11 @@ inline size_t dtype_bytes(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLO
 
 inline const char* dtype_label(fusedloss_dtype dtype) { return fusedloss_dtype_string(dtype); }
 
-/// Copies n floats to device memory as `dtype` (float32, float16 or bfloat16), in slices.
+/// Copies n floats to the device's memory as `dtype` (float32, float16 or bfloat16), in slices.
 inline cudaError_t upload(const float* values, int64_t n, fusedloss_dtype dtype, void* device) {
   if (dtype == FUSEDLOSS_FLOAT32)
-    return cudaMemcpy(device, values, static_cast<size_t>(n) * sizeof(float),
-                      cudaMemcpyHostToDevice);
+    return copy_memory(device, values, static_cast<size_t>(n) * sizeof(float),
+                       cudaMemcpyHostToDevice);
   constexpr int64_t kSlice = int64_t{1} << 24;
   std::vector<uint16_t> staging(static_cast<size_t>(std::min(n, kSlice)));
   for (int64_t from = 0; from < n; from += kSlice) {
@@ -286,19 +378,18 @@ inline cudaError_t upload(const float* values, int64_t n, fusedloss_dtype dtype,
         std::memcpy(&staging[static_cast<size_t>(i)], &h, 2);
       }
     }
-    const cudaError_t e = cudaMemcpy(static_cast<uint16_t*>(device) + from, staging.data(),
-                                     static_cast<size_t>(count) * 2, cudaMemcpyHostToDevice);
+    const cudaError_t e = copy_memory(static_cast<uint16_t*>(device) + from, staging.data(),
+                                      static_cast<size_t>(count) * 2, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
 
-/// upload() and then a device-wide wait: a copy from pageable memory may return before its DMA
-/// lands, and the benchmarks' stream does not wait for the legacy default stream by itself.
+/// upload() and then wait_for_device().
 inline cudaError_t upload_and_wait(const float* values, int64_t n, fusedloss_dtype dtype,
                                    void* device) {
   const cudaError_t e = upload(values, n, dtype, device);
-  return e != cudaSuccess ? e : cudaDeviceSynchronize();
+  return e != cudaSuccess ? e : wait_for_device();
 }
 
 /// Device copies of the first `numel` logits and targets in `dtype`, plus a gradient buffer of the
@@ -319,12 +410,12 @@ class device_inputs {
     if (e == cudaSuccess) e = targets_.allocate(bytes);
     if (e == cudaSuccess) e = grad_.allocate(bytes);
     if (e != cudaSuccess)
-      return cuda_error_text(e, "cudaMalloc of 3 x " + std::to_string(bytes) + " bytes");
+      return cuda_error_text(e, "allocating 3 x " + std::to_string(bytes) + " bytes");
     e = upload(host.logits(numel), numel, dtype, logits_.data());
     if (e == cudaSuccess) e = upload(host.targets(numel), numel, dtype, targets_.data());
     // The gradient is written by every fused call; start it non-zero all the same.
-    if (e == cudaSuccess) e = cudaMemset(grad_.data(), 0x3c, bytes);
-    if (e == cudaSuccess) e = cudaDeviceSynchronize();  // see upload_and_wait
+    if (e == cudaSuccess) e = fill_memory(grad_.data(), 0x3c, bytes);
+    if (e == cudaSuccess) e = wait_for_device();
     if (e != cudaSuccess) return cuda_error_text(e, "uploading the inputs");
     dtype_ = dtype;
     numel_ = numel;
@@ -366,12 +457,13 @@ inline void set_counters(benchmark::State& state, double bytes_per_repeat, doubl
                                        : std::numeric_limits<double>::quiet_NaN();
 }
 
-/// Reads the loss the timed calls left at `loss` (device memory) into the row's `loss` counter.
+/// Reads the loss the timed calls left at `loss` (the device's memory) into the row's `loss`
+/// counter.
 /// The mean loss of random inputs is finite: anything else means the timed call is broken, and
 /// fails the row (false: set no more counters).
 inline bool record_loss(benchmark::State& state, const float* loss) {
   float value = 0;
-  if (const cudaError_t e = cudaMemcpy(&value, loss, sizeof value, cudaMemcpyDeviceToHost);
+  if (const cudaError_t e = copy_memory(&value, loss, sizeof value, cudaMemcpyDeviceToHost);
       e != cudaSuccess) {
     skip(state, cuda_error_text(e, "reading the loss"));
     return false;
@@ -384,19 +476,20 @@ inline bool record_loss(benchmark::State& state, const float* loss) {
   return true;
 }
 
-/// Runs `call` kWarmupLaunches times, then once per benchmark iteration between an L2 flush and
-/// the events; reports the event time. Returns the total timed seconds, or a negative value after
-/// SkipWithError (the caller then sets no counters).
+/// Runs `call` kWarmupLaunches times (once on the CPU: it only warms the caches), then once per
+/// benchmark iteration between an L2 flush and the events (on the CPU, the host's clock); reports
+/// that time. Returns the total timed seconds, or a negative value after SkipWithError (the caller
+/// then sets no counters).
 template <class Call>
 double timed_loop(benchmark::State& state, Call&& call) {
   session& s = session::get();
-  for (int i = 0; i < kWarmupLaunches; ++i) {
+  for (int i = 0; i < (on_cpu() ? 1 : kWarmupLaunches); ++i) {
     if (std::string why = call(); !why.empty()) {
       skip(state, "warm-up: " + why);
       return -1;
     }
   }
-  if (const cudaError_t e = cudaStreamSynchronize(s.stream()); e != cudaSuccess) {
+  if (const cudaError_t e = s.synchronize(); e != cudaSuccess) {
     skip(state, cuda_error_text(e, "warm-up"));
     return -1;
   }
@@ -413,20 +506,38 @@ double timed_loop(benchmark::State& state, Call&& call) {
   return total;
 }
 
+/// The reference copy's two buffers of copy_bytes(), `from` holding random floats; call() copies
+/// once (cudaMemcpyAsync device to device on the stream, or a memcpy on the CPU).
+class copy_buffers {
+ public:
+  std::string prepare() {
+    const int64_t n = static_cast<int64_t>(copy_bytes() / sizeof(float));
+    cudaError_t e = from_.allocate(copy_bytes());
+    if (e == cudaSuccess) e = to_.allocate(copy_bytes());
+    if (e == cudaSuccess)
+      e = upload_and_wait(host_values::get().logits(n), n, FUSEDLOSS_FLOAT32, from_.data());
+    return e == cudaSuccess ? std::string() : cuda_error_text(e, "copy buffers");
+  }
+  std::string call() {
+    if (on_cpu()) {
+      std::memcpy(to_.data(), from_.data(), copy_bytes());
+      return {};
+    }
+    const cudaError_t e = cudaMemcpyAsync(to_.data(), from_.data(), copy_bytes(),
+                                          cudaMemcpyDeviceToDevice, session::get().stream());
+    return e == cudaSuccess ? std::string() : cuda_error_text(e, "cudaMemcpyAsync");
+  }
+
+ private:
+  device_buffer from_, to_;
+};
+
 inline double session::copy_bandwidth() {
   if (copy_bandwidth_ > 0 || !error_.empty()) return copy_bandwidth_;
   // The copy row did not run (filtered out): a shorter measurement of the same copy.
-  device_buffer from, to;
-  if (from.allocate(kCopyBytes) != cudaSuccess || to.allocate(kCopyBytes) != cudaSuccess) return 0;
-  const int64_t n = static_cast<int64_t>(kCopyBytes / sizeof(float));
-  if (upload_and_wait(host_values::get().logits(n), n, FUSEDLOSS_FLOAT32, from.data()) !=
-      cudaSuccess)
-    return 0;
-  const auto copy = [&]() -> std::string {
-    const cudaError_t e =
-        cudaMemcpyAsync(to.data(), from.data(), kCopyBytes, cudaMemcpyDeviceToDevice, stream_);
-    return e == cudaSuccess ? std::string() : cuda_error_text(e, "cudaMemcpyAsync");
-  };
+  copy_buffers buffers;
+  if (!buffers.prepare().empty()) return 0;
+  const auto copy = [&] { return buffers.call(); };
   for (int i = 0; i < kWarmupLaunches; ++i) copy();
   double total = 0;
   constexpr int kRepeats = 20;
@@ -435,7 +546,7 @@ inline double session::copy_bandwidth() {
     if (!time_once(copy, &seconds).empty()) return 0;
     total += seconds;
   }
-  copy_bandwidth_ = 2.0 * static_cast<double>(kCopyBytes) * kRepeats / total;
+  copy_bandwidth_ = 2.0 * static_cast<double>(copy_bytes()) * kRepeats / total;
   return copy_bandwidth_;
 }
 
@@ -445,7 +556,7 @@ inline double session::copy_bandwidth() {
 /// Registers the row-loss rows. Call after registering the copy row (and the element rows), so that
 /// the copy stays the first row and the reference of those after it.
 void register_row_benchmarks();
-/// Frees the row rows' device inputs: call after the benchmarks, before session::release().
+/// Frees the row rows' inputs: call after the benchmarks, before session::release().
 void release_row_inputs();
 
 }  // namespace fusedloss::bench

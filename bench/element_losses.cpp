@@ -1,15 +1,21 @@
 // Benchmarks of the element losses' CUDA calls (BCE with logits, sigmoid focal, MSE), and the
-// device-to-device copy that each result is compared with.
+// device-to-device copy that each result is compared with; main(), which picks the mode (CUDA, or
+// the CPU reference: see bench_support.hpp).
 //
 // Rows: `copy` first (its bandwidth is the reference), then for each shape (2^24 elements, a
 // detection-like 100000 anchors x 80 classes, 2^28 elements), dtype (float32, bfloat16, float16),
-// loss and call (forward_backward, the fused training call; forward), with reduction mean and
-// targets in the logits' dtype. Bytes that must move, per call:
+// loss and call (forward_backward, the fused training call; forward), then the element cases of
+// bench/compare.py, forward_backward in float32 and bfloat16: sigmoid_focal at 2^20 anchors x 80
+// classes (det1048576x80) and multi-label bce at 65536 x 1024 (multilabel65536x1024). All with
+// reduction mean and soft targets in the logits' dtype (compare.py's focal case sums, and its
+// targets are 0 or 1: the same bytes). Bytes that must move, per call:
 // - forward_backward: logits read + targets read + gradient written = 3 * numel * sizeof(dtype);
 // - forward: logits read + targets read = 2 * numel * sizeof(dtype);
 // the 4-byte loss and the per-block partial sums in the workspace are left out (a few KB).
-// See bench_support.hpp for the timing method. Without a CUDA device the binary says so and exits 0
-// (1 when FUSEDLOSS_REQUIRE_GPU is set, as the GPU tests do).
+// See bench_support.hpp for the timing method. With FUSEDLOSS_BENCH_DEVICE=cpu, or without a usable
+// CUDA device, the same rows run on the CPU reference at small sizes (bench_support.hpp); without a
+// device and with FUSEDLOSS_REQUIRE_GPU set (as gpu-check.sh runs it) or
+// FUSEDLOSS_BENCH_DEVICE=cuda, the binary exits 1 instead.
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -64,17 +70,21 @@ struct element_case {
   which_call call;
   shape where;
 
+  /// The elements run: where.numel on the GPU, fewer rows of where.classes on the CPU.
+  int64_t numel() const {
+    return run_batch(where.numel / where.classes, where.classes) * where.classes;
+  }
   std::string name() const {
     return std::string(loss_name(kind)) + "/" + dtype_label(dtype) + "/" + call_name(call) + "/" +
            where.name;
   }
   std::string label() const {
     return std::string(loss_name(kind)) + " " + dtype_label(dtype) + " " + call_name(call) + " " +
-           where.label;
+           size_label(where.label, where.numel / where.classes, where.classes);
   }
   double bytes() const {
     const int arrays = call == which_call::forward_backward ? 3 : 2;
-    return static_cast<double>(arrays) * static_cast<double>(where.numel) *
+    return static_cast<double>(arrays) * static_cast<double>(numel()) *
            static_cast<double>(dtype_bytes(dtype));
   }
 };
@@ -107,20 +117,20 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
     return;
   }
   device_inputs& in = device_inputs::get();
-  if (std::string why = in.prepare(c.dtype, c.where.numel); !why.empty()) {
+  if (std::string why = in.prepare(c.dtype, c.numel()); !why.empty()) {
     skip(state, why);
     return;
   }
   device_buffer loss;
   if (const cudaError_t e = loss.allocate(sizeof(float)); e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "cudaMalloc of the loss"));
+    skip(state, cuda_error_text(e, "allocating the loss"));
     return;
   }
 
   Params p;
   api.init(&p);
-  p.device = FUSEDLOSS_DEVICE_CUDA;
-  p.numel = c.where.numel;
+  p.device = run_device();
+  p.numel = c.numel();
   set_classes(p, c.where.classes);
   p.logits = in.logits();
   p.logits_dtype = c.dtype;
@@ -139,7 +149,7 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   }
   device_buffer workspace;
   if (const cudaError_t e = workspace.allocate(workspace_bytes); e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "cudaMalloc of the workspace"));
+    skip(state, cuda_error_text(e, "allocating the workspace"));
     return;
   }
 
@@ -179,60 +189,65 @@ void element_benchmark(benchmark::State& state, const element_case& c) {
   }
 }
 
-// The reference: cudaMemcpyAsync device to device of kCopyBytes, counted as read + write.
+// The reference: cudaMemcpyAsync device to device of kCopyBytes (a memcpy of kCpuCopyBytes on the
+// CPU), counted as read + write.
 void copy_benchmark(benchmark::State& state) {
   session& s = session::get();
-  state.SetLabel("device-to-device copy " + std::to_string(kCopyBytes >> 20) + " MiB");
+  state.SetLabel(on_cpu() ? "host memcpy " + std::to_string(copy_bytes() >> 10) + " KiB"
+                          : "device-to-device copy " + std::to_string(copy_bytes() >> 20) + " MiB");
   if (!s.error().empty()) {
     skip(state, s.error());
     return;
   }
   // Leave room: the copy's two buffers need not coexist with the element inputs.
   device_inputs::get().release();
-  device_buffer from, to;
-  cudaError_t e = from.allocate(kCopyBytes);
-  if (e == cudaSuccess) e = to.allocate(kCopyBytes);
-  const int64_t n = static_cast<int64_t>(kCopyBytes / sizeof(float));
-  if (e == cudaSuccess)
-    e = upload_and_wait(host_values::get().logits(n), n, FUSEDLOSS_FLOAT32, from.data());
-  if (e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "copy buffers"));
+  copy_buffers buffers;
+  if (std::string why = buffers.prepare(); !why.empty()) {
+    skip(state, why);
     return;
   }
-  const auto copy = [&]() -> std::string {
-    const cudaError_t ce =
-        cudaMemcpyAsync(to.data(), from.data(), kCopyBytes, cudaMemcpyDeviceToDevice, s.stream());
-    return ce == cudaSuccess ? std::string() : cuda_error_text(ce, "cudaMemcpyAsync");
-  };
-  const double seconds = timed_loop(state, copy);
+  const double seconds = timed_loop(state, [&] { return buffers.call(); });
   if (seconds <= 0) return;
-  const double bytes = 2.0 * static_cast<double>(kCopyBytes);
+  const double bytes = 2.0 * static_cast<double>(copy_bytes());
   // The last run of this row is the one reported, and the reference for the rows after it.
   s.set_copy_bandwidth(bytes * static_cast<double>(state.iterations()) / seconds);
   set_counters(state, bytes, seconds, s.copy_bandwidth());
 }
 
+void add_element(const element_case& c) {
+  register_timed(c.name(), [c](benchmark::State& state) { element_benchmark(state, c); });
+}
+
 void register_benchmarks() {
-  benchmark::RegisterBenchmark("copy", copy_benchmark)
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond);
+  register_timed("copy", copy_benchmark);
   for (const shape& where : kShapes) {
     for (fusedloss_dtype dtype : kDtypes) {
       for (loss_kind kind : kLosses) {
-        for (which_call call : kCalls) {
-          const element_case c{kind, dtype, call, where};
-          benchmark::RegisterBenchmark(
-              c.name().c_str(), [c](benchmark::State& state) { element_benchmark(state, c); })
-              ->UseManualTime()
-              ->Unit(benchmark::kMicrosecond);
-        }
+        for (which_call call : kCalls) add_element({kind, dtype, call, where});
       }
     }
+  }
+  // bench/compare.py's element cases.
+  const shape detection{"det1048576x80", "2^20x80", int64_t{80} << 20, 80};
+  const shape multilabel{"multilabel65536x1024", "65536x1024", int64_t{1} << 26, 1024};
+  for (fusedloss_dtype dtype : {FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16}) {
+    add_element({loss_kind::sigmoid_focal, dtype, which_call::forward_backward, detection});
+    add_element({loss_kind::bce, dtype, which_call::forward_backward, multilabel});
   }
   register_row_benchmarks();  // bench/row_losses.cpp: after the copy and element rows
 }
 
-void add_context() {
+void add_context(const std::string& why_cpu) {
+  benchmark::AddCustomContext("copy_bytes", std::to_string(copy_bytes()));
+  if (on_cpu()) {
+    benchmark::AddCustomContext("device", "cpu");
+    benchmark::AddCustomContext("why_cpu", why_cpu);
+    benchmark::AddCustomContext("cpu_max_elements", std::to_string(kCpuMaxElements));
+    benchmark::AddCustomContext("bytes_counter",
+                                "bytes that must move per call (inputs read once, outputs written "
+                                "once), per second of wall-clock time, decimal");
+    return;
+  }
   const session& s = session::get();
   const cudaDeviceProp& prop = s.properties();
   int runtime = 0, driver = 0;
@@ -245,7 +260,7 @@ void add_context() {
   benchmark::AddCustomContext("l2_flush_bytes", std::to_string(s.flush_bytes()));
   benchmark::AddCustomContext("cuda_runtime", std::to_string(runtime));
   benchmark::AddCustomContext("cuda_driver", std::to_string(driver));
-  benchmark::AddCustomContext("copy_bytes", std::to_string(kCopyBytes));
+  benchmark::AddCustomContext("device", "cuda");
   benchmark::AddCustomContext("bytes_counter",
                               "bytes that must move per call (inputs read once, outputs written "
                               "once), per second of event time, decimal");
@@ -258,20 +273,35 @@ int main(int argc, char** argv) {
   using namespace fusedloss::bench;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  if (!fusedloss_built_with_cuda()) {
-    std::fprintf(stderr,
-                 "fusedloss_bench: this fusedloss was built without CUDA: nothing to time\n");
-    return std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr ? 1 : 0;
+  // The mode: FUSEDLOSS_BENCH_DEVICE=cpu asks for the CPU reference; without a usable device the
+  // binary falls back to it, unless FUSEDLOSS_REQUIRE_GPU is set or FUSEDLOSS_BENCH_DEVICE=cuda.
+  const char* asked = std::getenv("FUSEDLOSS_BENCH_DEVICE");
+  const std::string device = asked != nullptr ? asked : "";
+  if (!device.empty() && device != "cpu" && device != "cuda") {
+    std::fprintf(stderr, "fusedloss_bench: FUSEDLOSS_BENCH_DEVICE=%s: expected cpu or cuda\n",
+                 device.c_str());
+    return 1;
   }
+  const bool require_gpu = device == "cuda" || std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr;
+  const std::string why_cpu = device == "cpu"                ? "FUSEDLOSS_BENCH_DEVICE=cpu"
+                              : !fusedloss_built_with_cuda() ? "fusedloss was built without CUDA"
+                                                             : why_no_gpu();
+  if (!why_cpu.empty() && device != "cpu" && require_gpu) {
+    std::fprintf(stderr, "fusedloss_bench: %s, and a GPU is required: none was run\n",
+                 why_cpu.c_str());
+    return 1;
+  }
+  on_cpu() = !why_cpu.empty();
+  if (on_cpu())
+    std::fprintf(stderr, "fusedloss_bench: %s: timing the CPU reference at small sizes\n",
+                 why_cpu.c_str());
   session& s = session::get();
   if (!s.error().empty()) {
-    std::fprintf(
-        stderr, "fusedloss_bench: %s: no benchmark can run, none was run%s\n", s.error().c_str(),
-        std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr ? " (FUSEDLOSS_REQUIRE_GPU is set: failing)"
-                                                        : "");
-    return std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr ? 1 : 0;
+    std::fprintf(stderr, "fusedloss_bench: %s: no benchmark can run, none was run%s\n",
+                 s.error().c_str(), require_gpu ? " (a GPU is required: failing)" : "");
+    return require_gpu ? 1 : 0;
   }
-  add_context();
+  add_context(why_cpu);
   register_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   device_inputs::get().release();

@@ -1,5 +1,6 @@
-// Benchmarks of the row losses' CUDA calls: cross-entropy with class-index targets (the LLM case)
-// and softmax focal loss, (N, C) logits, float32 and bfloat16.
+// Benchmarks of the row losses' CUDA calls (or the CPU reference's, see bench_support.hpp):
+// cross-entropy with class-index targets (the LLM case) and softmax focal loss, (N, C) logits,
+// float32 and bfloat16.
 //
 // Rows, for each shape (8192 x 32000, 8192 x 128256, 4096 x 256000, 1024 x 1000, 65536 x 80) and
 // dtype (float32, bfloat16), registered after the element rows (register_row_benchmarks):
@@ -11,7 +12,11 @@
 //   same process (it is registered just before);
 // - at 8192 x 128256 bfloat16 only, cross_entropy_smoothing_zloss/bfloat16/forward_backward: the
 //   same with label_smoothing 0.1 and z_loss 1e-4 (what the options cost);
+// - at the three LLM shapes in bfloat16, cross_entropy_smoothing_ignore/bfloat16/forward_backward:
+//   bench/compare.py's second LLM case, label_smoothing 0.1 with every tenth row's target (rows 1,
+//   11, 21, ...) at ignore_index (compare.py picks 10% at random; the label gives the count);
 // - at 1024 x 1000 and 65536 x 80 only, softmax_focal/<dtype>/{forward,forward_backward} (gamma 2).
+// compare.py's other row cases are the plain LLM rows and the 1024 x 1000 rows.
 // The cross-entropy rows are the plain LLM case: int64 class indices uniform in [0, C), no weight,
 // no smoothing, ignore_index at its default (-100: no row is ignored), reduction mean. Every call
 // writes the per-row LSE (float32) and the loss.
@@ -30,6 +35,7 @@
 // [-4, 4] (the sum of two uniforms), never 0. The small shapes run with MinTime(kSmallMinTime),
 // which Google Benchmark adds to their names (/min_time:0.050): each of their repeats costs an L2
 // flush and a synchronisation that last ~10x the call, and 0.5 s of calls would take ~10 s each.
+// In the CPU mode (bench_support.hpp) the shapes are scaled down, the label saying to what.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -48,7 +54,7 @@ namespace {
 /// Seconds of event time per row for the shapes whose calls take microseconds.
 constexpr double kSmallMinTime = 0.05;
 
-enum class row_kind { cross_entropy, cross_entropy_options, softmax_focal };
+enum class row_kind { cross_entropy, cross_entropy_options, cross_entropy_ignore, softmax_focal };
 enum class row_call { forward_backward, forward_then_backward, forward };
 
 const char* kind_name(row_kind k) {
@@ -57,17 +63,25 @@ const char* kind_name(row_kind k) {
       return "cross_entropy";
     case row_kind::cross_entropy_options:
       return "cross_entropy_smoothing_zloss";
+    case row_kind::cross_entropy_ignore:
+      return "cross_entropy_smoothing_ignore";
     default:
       return "softmax_focal";
   }
 }
 
-const char* kind_label(row_kind k) {
+/// Whether row r's target is ignore_index in the cross_entropy_ignore rows: every tenth row.
+bool ignored_row(int64_t r) { return r % 10 == 1; }
+
+std::string kind_label(row_kind k, int64_t batch) {
   switch (k) {
     case row_kind::cross_entropy:
       return "cross_entropy";
     case row_kind::cross_entropy_options:
       return "cross_entropy (label_smoothing 0.1, z_loss 1e-4)";
+    case row_kind::cross_entropy_ignore:
+      return "cross_entropy (label_smoothing 0.1, " + std::to_string((batch + 8) / 10) + " of " +
+             std::to_string(batch) + " rows ignored)";
     default:
       return "softmax_focal (gamma 2)";
   }
@@ -89,14 +103,15 @@ struct row_shape {
   int64_t batch;     // N
   int64_t classes;   // C
   double min_time;   // 0: Google Benchmark's (--benchmark_min_time)
+  bool llm;          // an LLM vocabulary
 };
 
 const row_shape kRowShapes[] = {
-    {"8192x32000", 8192, 32000, 0},            // a Llama 2-sized vocabulary
-    {"8192x128256", 8192, 128256, 0},          // Llama 3's vocabulary (the target row)
-    {"4096x256000", 4096, 256000, 0},          // a Gemma-sized vocabulary
-    {"1024x1000", 1024, 1000, kSmallMinTime},  // ImageNet classes
-    {"65536x80", 65536, 80, kSmallMinTime},    // detection, COCO's classes
+    {"8192x32000", 8192, 32000, 0, true},             // a Llama 2-sized vocabulary
+    {"8192x128256", 8192, 128256, 0, true},           // Llama 3's vocabulary (the target row)
+    {"4096x256000", 4096, 256000, 0, true},           // a Gemma-sized vocabulary
+    {"1024x1000", 1024, 1000, kSmallMinTime, false},  // ImageNet classes
+    {"65536x80", 65536, 80, kSmallMinTime, false},    // detection, COCO's classes
 };
 
 constexpr fusedloss_dtype kRowDtypes[] = {FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16};
@@ -107,15 +122,18 @@ struct row_case {
   row_call call;
   row_shape where;
 
+  /// N as run (fewer on the CPU).
+  int64_t batch() const { return run_batch(where.batch, where.classes); }
   std::string shape_label() const {
-    return std::to_string(where.batch) + " x " + std::to_string(where.classes);
+    return size_label(std::to_string(where.batch) + " x " + std::to_string(where.classes),
+                      where.batch, where.classes);
   }
   std::string name() const {
     return std::string(kind_name(kind)) + "/" + dtype_label(dtype) + "/" + call_name(call) + "/" +
            where.name;
   }
   std::string label() const {
-    return std::string(kind_label(kind)) + " " + dtype_label(dtype) + " " + call_name(call) + " " +
+    return kind_label(kind, batch()) + " " + dtype_label(dtype) + " " + call_name(call) + " " +
            shape_label();
   }
   /// The same computation in any call: the fused row and its separate pair share it.
@@ -123,7 +141,7 @@ struct row_case {
     return std::string(kind_name(kind)) + "/" + dtype_label(dtype) + "/" + where.name;
   }
   double bytes() const {
-    const double n = static_cast<double>(where.batch);
+    const double n = static_cast<double>(batch());
     const double logits = n * static_cast<double>(where.classes) * dtype_bytes(dtype);
     const double rows = n * (sizeof(int64_t) + sizeof(float));  // targets + LSE
     return (call == row_call::forward ? 1.0 : 2.0) * logits + rows;
@@ -191,9 +209,9 @@ void fill_logits(fusedloss_dtype dtype, int64_t from, int64_t count, void* out) 
   });
 }
 
-/// The device buffers of one (shape, dtype): logits, gradient, int64 targets, per-row LSE, the
-/// loss, and grad_loss = 1 for the backward call. One set lives at a time; preparing one frees the
-/// element benchmarks' inputs first.
+/// The device's buffers of one (shape, dtype): logits, gradient, int64 targets (and the same with
+/// ignored rows), per-row LSE, the loss, and grad_loss = 1 for the backward call. One set lives at
+/// a time; preparing one frees the element benchmarks' inputs first.
 class row_inputs {
  public:
   static row_inputs& get() {
@@ -210,12 +228,12 @@ class row_inputs {
     cudaError_t e = logits_.allocate(bytes);
     if (e == cudaSuccess) e = grad_.allocate(bytes);
     if (e == cudaSuccess) e = targets_.allocate(static_cast<size_t>(batch) * sizeof(int64_t));
+    if (e == cudaSuccess) e = ignored_.allocate(targets_.bytes());
     if (e == cudaSuccess) e = lse_.allocate(static_cast<size_t>(batch) * sizeof(float));
     if (e == cudaSuccess) e = loss_.allocate(sizeof(float));
     if (e == cudaSuccess) e = grad_loss_.allocate(sizeof(float));
     if (e != cudaSuccess)
-      return cuda_error_text(e,
-                             "cudaMalloc of 2 x " + std::to_string(bytes) + " bytes and the rows");
+      return cuda_error_text(e, "allocating 2 x " + std::to_string(bytes) + " bytes and the rows");
 
     // Logits in slices of 2^26 values, generated in the dtype and copied.
     constexpr int64_t kSlice = int64_t{1} << 26;
@@ -224,24 +242,28 @@ class row_inputs {
     for (int64_t from = 0; from < numel && e == cudaSuccess; from += kSlice) {
       const int64_t count = std::min(kSlice, numel - from);
       fill_logits(dtype, from, count, staging.data());
-      e = cudaMemcpy(
+      e = copy_memory(
           static_cast<unsigned char*>(logits_.data()) + static_cast<size_t>(from) * width,
           staging.data(), static_cast<size_t>(count) * width, cudaMemcpyHostToDevice);
     }
-    std::vector<int64_t> targets(static_cast<size_t>(batch));
-    for (int64_t r = 0; r < batch; ++r)
+    std::vector<int64_t> targets(static_cast<size_t>(batch)), ignored(targets.size());
+    for (int64_t r = 0; r < batch; ++r) {
       targets[static_cast<size_t>(r)] =
           static_cast<int64_t>(mix(12, static_cast<uint64_t>(r)) % static_cast<uint64_t>(classes));
+      ignored[static_cast<size_t>(r)] = ignored_row(r) ? -100 : targets[static_cast<size_t>(r)];
+    }
     const float one = 1.0f;
     if (e == cudaSuccess)
-      e = cudaMemcpy(targets_.data(), targets.data(), targets_.bytes(), cudaMemcpyHostToDevice);
+      e = copy_memory(targets_.data(), targets.data(), targets_.bytes(), cudaMemcpyHostToDevice);
     if (e == cudaSuccess)
-      e = cudaMemcpy(grad_loss_.data(), &one, sizeof one, cudaMemcpyHostToDevice);
+      e = copy_memory(ignored_.data(), ignored.data(), ignored_.bytes(), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess)
+      e = copy_memory(grad_loss_.data(), &one, sizeof one, cudaMemcpyHostToDevice);
     // The outputs are written by the calls; start them non-zero all the same.
-    if (e == cudaSuccess) e = cudaMemset(grad_.data(), 0x3c, bytes);
-    if (e == cudaSuccess) e = cudaMemset(lse_.data(), 0x3c, lse_.bytes());
-    if (e == cudaSuccess) e = cudaMemset(loss_.data(), 0x3c, loss_.bytes());
-    if (e == cudaSuccess) e = cudaDeviceSynchronize();  // see upload_and_wait
+    if (e == cudaSuccess) e = fill_memory(grad_.data(), 0x3c, bytes);
+    if (e == cudaSuccess) e = fill_memory(lse_.data(), 0x3c, lse_.bytes());
+    if (e == cudaSuccess) e = fill_memory(loss_.data(), 0x3c, loss_.bytes());
+    if (e == cudaSuccess) e = wait_for_device();
     if (e != cudaSuccess) return cuda_error_text(e, "uploading the row inputs");
     dtype_ = dtype;
     batch_ = batch;
@@ -255,6 +277,7 @@ class row_inputs {
     logits_.reset();
     grad_.reset();
     targets_.reset();
+    ignored_.reset();
     lse_.reset();
     loss_.reset();
     grad_loss_.reset();
@@ -263,6 +286,7 @@ class row_inputs {
   const void* logits() const { return logits_.data(); }
   void* grad() const { return grad_.data(); }
   const void* targets() const { return targets_.data(); }
+  const void* ignored_targets() const { return ignored_.data(); }
   void* lse() const { return lse_.data(); }
   void* loss() const { return loss_.data(); }
   const void* grad_loss() const { return grad_loss_.data(); }
@@ -271,7 +295,7 @@ class row_inputs {
   bool ready_ = false;
   fusedloss_dtype dtype_ = FUSEDLOSS_FLOAT32;
   int64_t batch_ = 0, classes_ = 0;
-  device_buffer logits_, grad_, targets_, lse_, loss_, grad_loss_;
+  device_buffer logits_, grad_, targets_, ignored_, lse_, loss_, grad_loss_;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -288,10 +312,9 @@ struct row_api {
 };
 
 void set_options(fusedloss_cross_entropy_params& p, row_kind kind) {
-  if (kind == row_kind::cross_entropy_options) {
+  if (kind == row_kind::cross_entropy_options || kind == row_kind::cross_entropy_ignore)
     p.label_smoothing = 0.1;
-    p.z_loss = 1e-4;
-  }
+  if (kind == row_kind::cross_entropy_options) p.z_loss = 1e-4;
 }
 void set_options(fusedloss_softmax_focal_params&, row_kind) {}  // the defaults: gamma 2, no alpha
 
@@ -306,7 +329,7 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
   // The reference first (measured now when the copy row was filtered out), while no input is held.
   const double copy_bytes_per_second = s.copy_bandwidth();
   row_inputs& in = row_inputs::get();
-  if (std::string why = in.prepare(c.dtype, c.where.batch, c.where.classes); !why.empty()) {
+  if (std::string why = in.prepare(c.dtype, c.batch(), c.where.classes); !why.empty()) {
     skip(state, why);
     return;
   }
@@ -315,12 +338,12 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
   // call ignores grad_loss, backward reads the LSE that forward wrote.
   Params p;
   api.init(&p);
-  p.device = FUSEDLOSS_DEVICE_CUDA;
-  p.batch = c.where.batch;
+  p.device = run_device();
+  p.batch = c.batch();
   p.num_classes = c.where.classes;
   p.logits = in.logits();
   p.logits_dtype = c.dtype;
-  p.targets = in.targets();
+  p.targets = c.kind == row_kind::cross_entropy_ignore ? in.ignored_targets() : in.targets();
   p.targets_dtype = FUSEDLOSS_INT64;
   p.reduction = FUSEDLOSS_REDUCTION_MEAN;
   p.loss = in.loss();
@@ -338,7 +361,7 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
   }
   device_buffer workspace;
   if (const cudaError_t e = workspace.allocate(workspace_bytes); e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "cudaMalloc of the workspace"));
+    skip(state, cuda_error_text(e, "allocating the workspace"));
     return;
   }
 
@@ -391,12 +414,8 @@ void row_benchmark(benchmark::State& state, const row_case& c) {
 }
 
 void add_row(const row_case& c) {
-  auto* b = benchmark::RegisterBenchmark(c.name().c_str(),
-                                         [c](benchmark::State& state) { row_benchmark(state, c); })
-                ->UseManualTime()
-                ->Unit(benchmark::kMicrosecond);
-  // A row's own MinTime wins over --benchmark_min_time, and adds /min_time:X to its name.
-  if (c.where.min_time > 0) b->MinTime(c.where.min_time);
+  register_timed(
+      c.name(), [c](benchmark::State& state) { row_benchmark(state, c); }, c.where.min_time);
 }
 
 }  // namespace
@@ -411,7 +430,9 @@ void register_row_benchmarks() {
         add_row({row_kind::cross_entropy, dtype, call, where});
       if (shape == "8192x128256" && dtype == FUSEDLOSS_BFLOAT16)
         add_row({row_kind::cross_entropy_options, dtype, row_call::forward_backward, where});
-      if (shape == "1024x1000" || shape == "65536x80") {
+      if (where.llm && dtype == FUSEDLOSS_BFLOAT16)
+        add_row({row_kind::cross_entropy_ignore, dtype, row_call::forward_backward, where});
+      if (!where.llm) {
         for (row_call call : {row_call::forward, row_call::forward_backward})
           add_row({row_kind::softmax_focal, dtype, call, where});
       }
