@@ -457,6 +457,48 @@ inline void set_counters(benchmark::State& state, double bytes_per_repeat, doubl
                                        : std::numeric_limits<double>::quiet_NaN();
 }
 
+/// One loss's entry points in the C ABI, so that one template runs any loss.
+template <class Params>
+struct loss_api {
+  void (*init)(Params*);
+  fusedloss_status (*workspace_size)(const Params*, size_t*, fusedloss_error*);
+  fusedloss_status (*forward)(const Params*, void*, size_t, void*, fusedloss_error*);
+  fusedloss_status (*backward)(const Params*, void*, size_t, void*, fusedloss_error*);
+  fusedloss_status (*forward_backward)(const Params*, void*, size_t, void*, fusedloss_error*);
+};
+
+#define FUSEDLOSS_BENCH_API(name)                                                      \
+  ::fusedloss::bench::loss_api<fusedloss_##name##_params> {                            \
+    fusedloss_##name##_params_init, fusedloss_##name##_workspace_size,                 \
+        fusedloss_##name##_forward, fusedloss_##name##_backward,                       \
+        fusedloss_##name##_forward_backward                                            \
+  }
+
+/// "function: status (message)", for a row that fails on a call's status.
+inline std::string status_text(const char* function, fusedloss_status s,
+                               const fusedloss_error& err) {
+  std::string text = std::string(function) + ": " + fusedloss_status_string(s);
+  if (err.message[0] != '\0') text += std::string(" (") + err.message + ")";
+  return text;
+}
+
+/// Allocates the workspace `p`'s calls need; on failure fails the row and returns false.
+template <class Params>
+bool allocate_workspace(benchmark::State& state, const loss_api<Params>& api, const Params& p,
+                        device_buffer& workspace) {
+  fusedloss_error err{};
+  size_t bytes = 0;
+  if (const fusedloss_status st = api.workspace_size(&p, &bytes, &err); st != FUSEDLOSS_SUCCESS) {
+    skip(state, status_text("workspace_size", st, err));
+    return false;
+  }
+  if (const cudaError_t e = workspace.allocate(bytes); e != cudaSuccess) {
+    skip(state, cuda_error_text(e, "allocating the workspace"));
+    return false;
+  }
+  return true;
+}
+
 /// Reads the loss the timed calls left at `loss` (the device's memory) into the row's `loss`
 /// counter.
 /// The mean loss of random inputs is finite: anything else means the timed call is broken, and

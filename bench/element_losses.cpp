@@ -89,20 +89,6 @@ struct element_case {
   }
 };
 
-std::string status_text(const char* function, fusedloss_status s, const fusedloss_error& err) {
-  std::string text = std::string(function) + ": " + fusedloss_status_string(s);
-  if (err.message[0] != '\0') text += std::string(" (") + err.message + ")";
-  return text;
-}
-
-// One loss's entry points, so that one template runs all three.
-template <class Params>
-struct loss_api {
-  void (*init)(Params*);
-  fusedloss_status (*workspace_size)(const Params*, size_t*, fusedloss_error*);
-  fusedloss_status (*forward)(const Params*, void*, size_t, void*, fusedloss_error*);
-  fusedloss_status (*forward_backward)(const Params*, void*, size_t, void*, fusedloss_error*);
-};
 
 void set_classes(fusedloss_bce_params& p, int64_t classes) { p.num_classes = classes; }
 template <class Params>
@@ -140,18 +126,9 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   p.loss = loss.data();
   p.grad_logits = c.call == which_call::forward_backward ? in.grad() : nullptr;
 
-  fusedloss_error err{};
-  size_t workspace_bytes = 0;
-  if (const fusedloss_status st = api.workspace_size(&p, &workspace_bytes, &err);
-      st != FUSEDLOSS_SUCCESS) {
-    skip(state, status_text("workspace_size", st, err));
-    return;
-  }
   device_buffer workspace;
-  if (const cudaError_t e = workspace.allocate(workspace_bytes); e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "allocating the workspace"));
-    return;
-  }
+  if (!allocate_workspace(state, api, p, workspace)) return;
+  fusedloss_error err{};
 
   const auto function = c.call == which_call::forward_backward ? api.forward_backward : api.forward;
   const char* function_name = call_name(c.call);
@@ -169,23 +146,9 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
 
 void element_benchmark(benchmark::State& state, const element_case& c) {
   switch (c.kind) {
-    case loss_kind::bce:
-      run_element(
-          state, c,
-          loss_api<fusedloss_bce_params>{fusedloss_bce_params_init, fusedloss_bce_workspace_size,
-                                         fusedloss_bce_forward, fusedloss_bce_forward_backward});
-      break;
-    case loss_kind::sigmoid_focal:
-      run_element(state, c,
-                  loss_api<fusedloss_sigmoid_focal_params>{
-                      fusedloss_sigmoid_focal_params_init, fusedloss_sigmoid_focal_workspace_size,
-                      fusedloss_sigmoid_focal_forward, fusedloss_sigmoid_focal_forward_backward});
-      break;
-    default:
-      run_element(
-          state, c,
-          loss_api<fusedloss_mse_params>{fusedloss_mse_params_init, fusedloss_mse_workspace_size,
-                                         fusedloss_mse_forward, fusedloss_mse_forward_backward});
+    case loss_kind::bce: run_element(state, c, FUSEDLOSS_BENCH_API(bce)); break;
+    case loss_kind::sigmoid_focal: run_element(state, c, FUSEDLOSS_BENCH_API(sigmoid_focal)); break;
+    default: run_element(state, c, FUSEDLOSS_BENCH_API(mse));
   }
 }
 

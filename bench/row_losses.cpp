@@ -154,11 +154,6 @@ std::map<std::string, double>& separate_seconds() {
   return seconds;
 }
 
-std::string status_text(const char* function, fusedloss_status s, const fusedloss_error& err) {
-  std::string text = std::string(function) + ": " + fusedloss_status_string(s);
-  if (err.message[0] != '\0') text += std::string(" (") + err.message + ")";
-  return text;
-}
 
 // ------------------------------------------------------------------------------------------------
 // Inputs
@@ -301,16 +296,6 @@ class row_inputs {
 // ------------------------------------------------------------------------------------------------
 // The runs
 
-// One loss's entry points, so that one template runs both.
-template <class Params>
-struct row_api {
-  void (*init)(Params*);
-  fusedloss_status (*workspace_size)(const Params*, size_t*, fusedloss_error*);
-  fusedloss_status (*forward)(const Params*, void*, size_t, void*, fusedloss_error*);
-  fusedloss_status (*backward)(const Params*, void*, size_t, void*, fusedloss_error*);
-  fusedloss_status (*forward_backward)(const Params*, void*, size_t, void*, fusedloss_error*);
-};
-
 void set_options(fusedloss_cross_entropy_params& p, row_kind kind) {
   if (kind == row_kind::cross_entropy_options || kind == row_kind::cross_entropy_ignore)
     p.label_smoothing = 0.1;
@@ -319,7 +304,7 @@ void set_options(fusedloss_cross_entropy_params& p, row_kind kind) {
 void set_options(fusedloss_softmax_focal_params&, row_kind) {}  // the defaults: gamma 2, no alpha
 
 template <class Params>
-void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>& api) {
+void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>& api) {
   session& s = session::get();
   state.SetLabel(c.label());
   if (!s.error().empty()) {
@@ -352,18 +337,9 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
   p.grad_loss = in.grad_loss();
   set_options(p, c.kind);
 
-  fusedloss_error err{};
-  size_t workspace_bytes = 0;
-  if (const fusedloss_status st = api.workspace_size(&p, &workspace_bytes, &err);
-      st != FUSEDLOSS_SUCCESS) {
-    skip(state, status_text("workspace_size", st, err));
-    return;
-  }
   device_buffer workspace;
-  if (const cudaError_t e = workspace.allocate(workspace_bytes); e != cudaSuccess) {
-    skip(state, cuda_error_text(e, "allocating the workspace"));
-    return;
-  }
+  if (!allocate_workspace(state, api, p, workspace)) return;
+  fusedloss_error err{};
 
   const auto invoke = [&](decltype(api.forward) function, const char* name) -> std::string {
     const fusedloss_status st = function(&p, workspace.data(), workspace.bytes(), s.stream(), &err);
@@ -399,17 +375,9 @@ void run_rows(benchmark::State& state, const row_case& c, const row_api<Params>&
 
 void row_benchmark(benchmark::State& state, const row_case& c) {
   if (c.kind == row_kind::softmax_focal) {
-    run_rows(state, c,
-             row_api<fusedloss_softmax_focal_params>{
-                 fusedloss_softmax_focal_params_init, fusedloss_softmax_focal_workspace_size,
-                 fusedloss_softmax_focal_forward, fusedloss_softmax_focal_backward,
-                 fusedloss_softmax_focal_forward_backward});
+    run_rows(state, c, FUSEDLOSS_BENCH_API(softmax_focal));
   } else {
-    run_rows(state, c,
-             row_api<fusedloss_cross_entropy_params>{
-                 fusedloss_cross_entropy_params_init, fusedloss_cross_entropy_workspace_size,
-                 fusedloss_cross_entropy_forward, fusedloss_cross_entropy_backward,
-                 fusedloss_cross_entropy_forward_backward});
+    run_rows(state, c, FUSEDLOSS_BENCH_API(cross_entropy));
   }
 }
 
