@@ -43,7 +43,7 @@ typedef enum fusedloss_status {
    *  those rows were treated as ignored. Returned by the CPU path only: on the GPU the count goes to
    *  the params' `invalid_target_count` instead (the host never reads device memory). */
   FUSEDLOSS_INVALID_TARGET = 2,
-  /** This loss has no kernel on the requested device (or the library was built without CUDA). */
+  /** The CUDA path was asked of a library built without CUDA (FUSEDLOSS_WITH_CUDA=OFF). */
   FUSEDLOSS_NOT_IMPLEMENTED = 3,
   /** The CUDA runtime reported an error (no device, a failed launch, ...). */
   FUSEDLOSS_CUDA_ERROR = 4
