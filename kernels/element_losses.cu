@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "detail/online_softmax.cuh"
 #include "detail/reduce.cuh"
 #include "detail/storage.cuh"
 #include "detail/vector_io.cuh"
@@ -38,46 +39,65 @@ using detail::load_chunk;
 using detail::store_chunk;
 
 constexpr int kThreads = 256;
-constexpr int kBlocksPerSm = 8;  // 2048 resident threads per SM on sm_80 and sm_90
-
-__device__ __forceinline__ float softplus(float t) {
-  return fmaxf(t, 0.0f) + log1pf(expf(-fabsf(t)));
-}
-
-__device__ __forceinline__ float sigmoid(float t) {
-  const float e = expf(-fabsf(t));
-  return t >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
+constexpr int kBlocksPerSm = 4;  // 64 registers a thread: 1024 resident threads per SM
 
 struct value_and_grad {
   float loss;
   float grad;
 };
 
-// coefficient * softplus(t), where a zero coefficient silences the term even if softplus is
-// infinite (a NaN logit still gives NaN).
-__device__ __forceinline__ float scaled_softplus(float coefficient, float t) {
-  const float s = softplus(t);
-  return coefficient == 0.0f && !isnan(s) ? 0.0f : coefficient * s;
+// exp(-|t|) once, shared by the softplus of t and -t and by the two-sided sigmoids.
+struct logistic {
+  float softplus_pos;  // softplus(t)
+  float softplus_neg;  // softplus(-t)
+  float sigmoid_pos;   // sigma(t)
+  float sigmoid_neg;   // sigma(-t) = 1 - sigma(t) without cancellation
+};
+
+__device__ __forceinline__ logistic logistic_of(float t) {
+  const float e = detail::fast_exp2(-fabsf(t) * detail::kLog2e);
+  const float tail = log1pf(e);  // log(1 + exp(-|t|)): never overflows
+  const float inverse = __fdividef(1.0f, 1.0f + e);
+  const bool positive = t >= 0.0f;
+  return {fmaxf(t, 0.0f) + tail, fmaxf(-t, 0.0f) + tail, positive ? inverse : e * inverse,
+          positive ? e * inverse : inverse};
 }
 
-// The gradient w * [sigma(x)(1 + (pw - 1) y) - pw y], regrouped so a confident positive does not
-// cancel and both infinities with the matching target give exactly 0.
-__device__ __forceinline__ value_and_grad bce(float x, float y, float w, float pw) {
+// coefficient * softplus, where a zero coefficient silences the term even if softplus is infinite
+// (a NaN logit still gives NaN).
+__device__ __forceinline__ float scaled(float coefficient, float softplus) {
+  return coefficient == 0.0f && !isnan(softplus) ? 0.0f : coefficient * softplus;
+}
+
+// The loss w [pw y softplus(-x) + (1 - y) softplus(x)], each coefficient the weight included
+// (SEMANTICS.md), and the gradient w [sigma(x)(1 + (pw - 1) y) - pw y], regrouped so a confident
+// positive does not cancel and both infinities with the matching target give exactly 0.
+__device__ __forceinline__ value_and_grad bce(const logistic& l, float y, float w, float pw) {
   const float positive = pw * y;
   const float negative = 1.0f - y;
-  const float loss = w * (scaled_softplus(positive, -x) + scaled_softplus(negative, x));
-  const float grad = w * (negative * sigmoid(x) - positive * sigmoid(-x));
+  const float loss = scaled(w * positive, l.softplus_neg) + scaled(w * negative, l.softplus_pos);
+  const float grad = w * (negative * l.sigmoid_pos - positive * l.sigmoid_neg);
   return {loss, grad};
 }
 
+// m^gamma: repeated products for an integer gamma up to 8 (the common 1, 2, 3), else powf.
+__device__ __forceinline__ float power(float m, float gamma) {
+  if (gamma == floorf(gamma) && gamma <= 8.0f) {
+    float result = 1.0f;
+    for (int k = 0; k < static_cast<int>(gamma); ++k) result *= m;
+    return result;
+  }
+  return powf(m, gamma);
+}
+
 __device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y, float alpha, float gamma) {
-  const value_and_grad ce = bce(x, y, 1.0f, 1.0f);  // ce.grad is p - y
-  const float p = sigmoid(x);
-  const float q = sigmoid(-x);             // 1 - p without cancellation
+  const logistic l = logistic_of(x);
+  const value_and_grad ce = bce(l, y, 1.0f, 1.0f);  // ce.grad is p - y
+  const float p = l.sigmoid_pos;
+  const float q = l.sigmoid_neg;           // 1 - p without cancellation
   const float m = p * (1.0f - y) + q * y;  // 1 - p_t
   const float alpha_t = alpha >= 0.0f ? alpha * y + (1.0f - alpha) * (1.0f - y) : 1.0f;
-  const float focus = gamma == 0.0f ? 1.0f : powf(m, gamma);
+  const float focus = power(m, gamma);
   const float loss = alpha_t * focus * ce.loss;
   if (gamma == 0.0f) return {loss, alpha_t * ce.grad};
   if (y == 0.0f || y == 1.0f) {
@@ -100,62 +120,89 @@ __device__ __forceinline__ float scalar_upstream(const element_problem& p) {
   return g;
 }
 
-// Processes the N elements starting at i (vectorised when N > 1) and returns their loss sum.
-template <int N, class T, class U>
-__device__ __forceinline__ double process(const element_problem& p, int64_t i, float upstream,
-                                          bool per_element_upstream) {
-  float x[N], y[N], w[N], pw[N], g[N], loss[N], grad[N];
-  load_chunk(static_cast<const T*>(p.logits) + i, x);
-  load_chunk(static_cast<const U*>(p.targets) + i, y);
+// The inputs of N elements starting at element i, loaded before any is used.
+template <int N>
+struct element_inputs {
+  float x[N], y[N], w[N], pw[N], g[N];
+};
+
+// Where a thread is in the per-class vectors: the class of its next element, advanced by the
+// grid stride without a division per element.
+struct class_cursor {
+  int64_t classes;
+  int64_t at;  // class of element i
+  __device__ int64_t plus(int k) const {
+    int64_t c = at + k;
+    while (c >= classes) c -= classes;
+    return c;
+  }
+  __device__ void advance(int64_t step) {  // step < classes
+    at += step;
+    if (at >= classes) at -= classes;
+  }
+};
+
+template <int N, class T, class U, element_loss K>
+__device__ __forceinline__ void load_inputs(const element_problem& p, int64_t i, float upstream,
+                                            bool per_element_upstream, const class_cursor& cls,
+                                            element_inputs<N>& in) {
+  load_chunk(static_cast<const T*>(p.logits) + i, in.x);
+  load_chunk(static_cast<const U*>(p.targets) + i, in.y);
 #pragma unroll
   for (int k = 0; k < N; ++k) {
-    w[k] = 1.0f;
-    pw[k] = 1.0f;
-    g[k] = upstream;
+    in.w[k] = 1.0f;
+    in.pw[k] = 1.0f;
+    in.g[k] = upstream;
   }
-  if (p.weight != nullptr) {
-    if (p.weight_per_class) {
+  if constexpr (K == element_loss::bce) {
+    if (p.weight != nullptr) {
+      if (p.weight_per_class) {
 #pragma unroll
-      for (int k = 0; k < N; ++k) w[k] = __ldg(p.weight + (i + k) % p.num_classes);
-    } else {
-      load_chunk(p.weight + i, w);
+        for (int k = 0; k < N; ++k) in.w[k] = __ldg(p.weight + cls.plus(k));
+      } else {
+        load_chunk(p.weight + i, in.w);
+      }
+    }
+    if (p.pos_weight != nullptr) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) in.pw[k] = __ldg(p.pos_weight + cls.plus(k));
     }
   }
-  if (p.pos_weight != nullptr) {
-#pragma unroll
-    for (int k = 0; k < N; ++k) pw[k] = __ldg(p.pos_weight + (i + k) % p.num_classes);
-  }
-  if (per_element_upstream) load_chunk(p.grad_loss + i, g);
+  if (per_element_upstream) load_chunk(p.grad_loss + i, in.g);
+}
 
-  double sum = 0;
+// Computes and stores the N elements at i; returns their loss sum (float32 within the chunk,
+// added to the thread's double sum by the caller).
+template <int N, class T, element_loss K>
+__device__ __forceinline__ float compute_and_store(const element_problem& p, int64_t i,
+                                                   const element_inputs<N>& in) {
+  float loss[N], grad[N];
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     value_and_grad v;
-    switch (p.kind) {
-      case element_loss::bce:
-        v = bce(x[k], y[k], w[k], pw[k]);
-        break;
-      case element_loss::sigmoid_focal:
-        v = sigmoid_focal(x[k], y[k], p.alpha, p.gamma);
-        break;
-      default: {
-        const float d = x[k] - y[k];
-        v = {d * d, 2.0f * d};
-      }
+    if constexpr (K == element_loss::bce) {
+      v = bce(logistic_of(in.x[k]), in.y[k], in.w[k], in.pw[k]);
+    } else if constexpr (K == element_loss::sigmoid_focal) {
+      v = sigmoid_focal(in.x[k], in.y[k], p.alpha, p.gamma);
+    } else {
+      const float d = in.x[k] - in.y[k];
+      v = {d * d, 2.0f * d};
     }
     loss[k] = v.loss;
-    grad[k] = v.grad * g[k];
-    sum += v.loss;
+    grad[k] = v.grad * in.g[k];
   }
   if (p.grad != nullptr) store_chunk(static_cast<T*>(p.grad) + i, grad);
   if (p.loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE) store_chunk(p.loss + i, loss);
-  return sum;
+  return detail::tree_sum(loss);
 }
 
-template <class T, class U>
-__global__ void __launch_bounds__(kThreads)
+template <class T, class U, element_loss K>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     element_loss_kernel(element_problem p, double* partials) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
+  // Chunks a thread loads before it computes any (float32: two, so 4 loads or more in flight; a
+  // 16-bit chunk's eight elements and their options fill the registers alone).
+  constexpr int kUnroll = sizeof(T) == 4 ? 2 : 1;
   const bool per_element_upstream =
       p.grad_loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE;
   const float upstream = p.grad != nullptr && !per_element_upstream ? scalar_upstream(p) : 1.0f;
@@ -173,9 +220,27 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t classes = p.num_classes > 0 ? p.num_classes : 1;
+  class_cursor cls{classes, (head + thread * N) % classes};
+  const int64_t cls_step = stride * N % classes;
   double sum = 0;
-  for (int64_t c = thread; c < chunks; c += stride) {
-    sum += process<N, T, U>(p, head + c * N, upstream, per_element_upstream);
+  int64_t c = thread;
+  for (; c + (kUnroll - 1) * stride < chunks; c += kUnroll * stride) {
+    element_inputs<N> in[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      load_inputs<N, T, U, K>(p, head + (c + u * stride) * N, upstream, per_element_upstream, cls,
+                              in[u]);
+      cls.advance(cls_step);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) sum += compute_and_store<N, T, K>(p, head + (c + u * stride) * N, in[u]);
+  }
+  for (; c < chunks; c += stride) {
+    element_inputs<N> in;
+    load_inputs<N, T, U, K>(p, head + c * N, upstream, per_element_upstream, cls, in);
+    cls.advance(cls_step);
+    sum += compute_and_store<N, T, K>(p, head + c * N, in);
   }
   // The scalar elements: the head and tail around the chunks, or everything off the vector path.
   const int64_t scalar_head = vector_path ? head : p.numel;
@@ -183,7 +248,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t scalar_count = scalar_head + (p.numel - tail_begin);
   for (int64_t s = thread; s < scalar_count; s += stride) {
     const int64_t i = s < scalar_head ? s : tail_begin + (s - scalar_head);
-    sum += process<1, T, U>(p, i, upstream, per_element_upstream);
+    element_inputs<1> in;
+    load_inputs<1, T, U, K>(p, i, upstream, per_element_upstream, {classes, i % classes}, in);
+    sum += compute_and_store<1, T, K>(p, i, in);
   }
   if (partials != nullptr) detail::write_block_partial<kThreads>(sum, partials);
 }
@@ -203,11 +270,20 @@ cudaError_t grid_size(int64_t numel, int max_blocks, int* blocks) {
 
 template <class T, class U>
 void launch(const element_problem& p, int blocks, double* partials, cudaStream_t stream) {
-  element_loss_kernel<T, U><<<blocks, kThreads, 0, stream>>>(p, partials);
+  switch (p.kind) {
+    case element_loss::bce:
+      element_loss_kernel<T, U, element_loss::bce><<<blocks, kThreads, 0, stream>>>(p, partials);
+      break;
+    case element_loss::sigmoid_focal:
+      element_loss_kernel<T, U, element_loss::sigmoid_focal>
+          <<<blocks, kThreads, 0, stream>>>(p, partials);
+      break;
+    default:
+      element_loss_kernel<T, U, element_loss::mse><<<blocks, kThreads, 0, stream>>>(p, partials);
+  }
 }
 
 }  // namespace
-
 cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes) {
   int blocks = 0;
   const cudaError_t e = grid_size(numel, max_blocks, &blocks);

@@ -1,76 +1,111 @@
-// The online log-sum-exp of a row, with the weighted logit sum that label smoothing and probability
-// targets need, as a mergeable summary: each thread folds in its elements, then threads, warps,
-// blocks or a cluster's blocks merge their summaries in a fixed order. The merge is commutative
-// bit for bit (IEEE + and * are), so a butterfly gives every lane the same result.
+// The log-sum-exp of a row, with the weighted logit sum that label smoothing and probability
+// targets need, as a mergeable summary. A thread folds its elements in a chunk at a time (the
+// chunk's maximum first, then one exponential per element relative to it, so the running sum is
+// rescaled once per chunk, not once per element); threads, warps and a cluster's blocks then merge
+// their summaries. The merge is commutative bit for bit (IEEE + and max are), so a butterfly gives
+// every lane the same result, and a fixed order of chunks and merges gives the same bits on every
+// run.
 #pragma once
 
 #include <cmath>
 
 namespace fusedloss::kernels::detail {
 
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// 2^x on the special-function unit: one instruction, within 2 ulp; 2^-inf = 0, subnormal results
+/// flush to 0 (they are below every tolerance of a probability).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Plain data (no constructor), so that it can live in __shared__ memory; start from none().
 struct row_summary {
-  float max;               // of the logits seen (a NaN is left to `sum`, which it makes NaN)
-  float sum;               // sum of exp(x - max)
-  float weighted;          // sum of c * (x - max) over finite x with coefficient c
-  float coefficients;      // sum of c over finite x
-  float all_coefficients;  // sum of c over every x, infinite ones included
-  bool masked;             // a -inf logit with a non-zero coefficient (its term is +inf)
+  float max;           // of the logits seen; a NaN is left to `sum`, which it makes NaN
+  float sum;           // sum of exp(x - ref())
+  float weighted;      // sum of c * (x - ref()) over the elements seen, c their coefficients
+  float coefficients;  // sum of c
 
   /// The summary of no element.
-  static __device__ __forceinline__ row_summary none() {
-    return {-INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, false};
-  }
+  static __device__ __forceinline__ row_summary none() { return {-INFINITY, 0.0f, 0.0f, 0.0f}; }
 
-  // Folds in logit x with coefficient c (c = 0: x only enters the log-sum-exp).
-  __device__ __forceinline__ void add(float x, float c) {
-    all_coefficients += c;
-    if (x == -INFINITY) {
-      masked = masked || c != 0.0f;  // exp(-inf) adds nothing to `sum`
-      return;
-    }
-    if (x == INFINITY) {  // x - lse is inf - inf: the row's results are NaN
-      sum = NAN;
-      max = INFINITY;
-      return;
-    }
-    if (x > max) {  // never true for NaN
-      if (max != -INFINITY) {
-        const float shift = max - x;
-        sum *= expf(shift);
-        weighted += shift * coefficients;
-      }
-      max = x;
-    }
-    sum += expf(x - max);  // a NaN x makes sum NaN, and with it the row's results
-    weighted += c * (x - max);
-    coefficients += c;
-  }
+  /// What `sum` and `weighted` are relative to: the maximum, or 0 while every logit is -inf (so
+  /// that -inf - ref is -inf, never -inf - -inf).
+  __device__ __forceinline__ float ref() const { return max == -INFINITY ? 0.0f : max; }
 
-  // Folds in another summary; the result does not depend on the order of the two.
-  __device__ __forceinline__ void merge(const row_summary& o) {
-    const float m = fmaxf(max, o.max);
-    sum = rescale(sum, max, m) + rescale(o.sum, o.max, m);
-    weighted = (weighted + shift(max, m) * coefficients) + (o.weighted + shift(o.max, m) * o.coefficients);
-    coefficients += o.coefficients;
-    all_coefficients += o.all_coefficients;
-    masked = masked || o.masked;
-    max = m;
-  }
-
-  /// log sum exp of the row.
+  /// log sum exp of the row: -inf for a row of -inf logits, NaN with a NaN or +inf logit.
   __device__ __forceinline__ float lse() const { return max + logf(sum); }
 
- private:
-  // `value` was accumulated relative to `from`; express it relative to `to` >= from. A summary
-  // with no finite logit (max -inf) contributes 0 rather than NaN, unless a NaN logit made its
-  // value NaN: that must reach the row's result.
-  static __device__ __forceinline__ float rescale(float value, float from, float to) {
-    return from == -INFINITY && !isnan(value) ? 0.0f : value * expf(from - to);
+  /// Moves the reference to `to` (>= ref() unless the reference was the 0 of an all -inf summary).
+  __device__ __forceinline__ void rebase(float to) {
+    const float shift = ref() - to;
+    if (shift != 0.0f) {
+      // A zero sum stays zero even when 2^shift overflows (an all -inf summary meeting a negative
+      // maximum); a NaN stays NaN.
+      if (sum != 0.0f) sum *= fast_exp2(shift * kLog2e);
+      if (coefficients != 0.0f) weighted += shift * coefficients;
+    }
   }
-  static __device__ __forceinline__ float shift(float from, float to) {
-    return from == -INFINITY ? 0.0f : from - to;
+
+  /// Folds in another summary; the result does not depend on the order of the two.
+  __device__ __forceinline__ void merge(row_summary o) {
+    const float m = fmaxf(max, o.max);
+    const float to = m == -INFINITY ? 0.0f : m;
+    rebase(to);
+    o.rebase(to);
+    max = m;
+    sum += o.sum;
+    weighted += o.weighted;
+    coefficients += o.coefficients;
   }
 };
+
+/// The sum of N values as a balanced tree (independent adds, and a fixed order).
+template <int N>
+__device__ __forceinline__ float tree_sum(float (&v)[N]) {
+#pragma unroll
+  for (int width = 1; width < N; width *= 2) {
+#pragma unroll
+    for (int k = 0; k + width < N; k += 2 * width) v[k] += v[k + width];
+  }
+  return v[0];
+}
+
+/// Adds N logits (already soft-capped) to `s`, relative to s.ref(), which must be at least their
+/// maximum. With kCoefficients the weighted sum takes c_k (x_k - ref), where a coefficient of
+/// exactly 0 adds exactly 0 even beside a -inf logit (a constant coefficient of 1 compiles the
+/// test away).
+template <int N, bool kCoefficients>
+__device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)[N],
+                                           row_summary& s) {
+  const float ref = s.ref();
+  float e[N];
+#pragma unroll
+  for (int k = 0; k < N; ++k) e[k] = fast_exp2((x[k] - ref) * kLog2e);
+  s.sum += tree_sum(e);
+  if constexpr (kCoefficients) {
+    float wd[N], cc[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      wd[k] = c[k] == 0.0f ? 0.0f : c[k] * (x[k] - ref);
+      cc[k] = c[k];
+    }
+    s.weighted += tree_sum(wd);
+    s.coefficients += tree_sum(cc);
+  }
+}
+
+/// Folds N logits (already soft-capped) into `s`, given their maximum `chunk_max` (NaNs ignored):
+/// the running sums move to the new maximum once, then the chunk is added relative to it.
+template <int N, bool kCoefficients>
+__device__ __forceinline__ void fold_chunk(const float (&x)[N], const float (&c)[N],
+                                           float chunk_max, row_summary& s) {
+  const float m = fmaxf(s.max, chunk_max);
+  s.rebase(m == -INFINITY ? 0.0f : m);
+  s.max = m;
+  accumulate<N, kCoefficients>(x, c, s);
+}
 
 }  // namespace fusedloss::kernels::detail

@@ -8,7 +8,11 @@
 // scalar tail; otherwise it takes the scalar path throughout.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "storage.cuh"
 
@@ -27,6 +31,86 @@ __host__ __device__ inline int64_t head_elements(const T* p) {
 template <class T>
 __host__ __device__ inline bool aligned_at(const T* p, int64_t i) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p + i) % kVectorBytes == 0;
+}
+
+/// Elements of T in one 16-byte vector.
+template <class T>
+constexpr int kPerVector = kVectorBytes / sizeof(T);
+
+/// The elements of one 16-byte vector as float32 (16-bit pairs widened together).
+template <class T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kPerVector<T>]) {
+  if constexpr (sizeof(T) == 4) {
+    out[0] = __uint_as_float(raw.x);
+    out[1] = __uint_as_float(raw.y);
+    out[2] = __uint_as_float(raw.z);
+    out[3] = __uint_as_float(raw.w);
+  } else {
+    using pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+    const pair* pairs = reinterpret_cast<const pair*>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float2 f;
+      if constexpr (std::is_same_v<T, __half>) {
+        f = __half22float2(pairs[k]);
+      } else {
+        f = __bfloat1622float2(pairs[k]);
+      }
+      out[2 * k] = f.x;
+      out[2 * k + 1] = f.y;
+    }
+  }
+}
+
+/// One 16-byte vector of float32 values rounded to T (to nearest even; 16-bit pairs together).
+template <class T>
+__device__ __forceinline__ uint4 pack(const float (&in)[kPerVector<T>]) {
+  uint4 raw;
+  if constexpr (sizeof(T) == 4) {
+    raw = make_uint4(__float_as_uint(in[0]), __float_as_uint(in[1]), __float_as_uint(in[2]),
+                     __float_as_uint(in[3]));
+  } else {
+    using pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+    pair* pairs = reinterpret_cast<pair*>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (std::is_same_v<T, __half>) {
+        pairs[k] = __floats2half2_rn(in[2 * k], in[2 * k + 1]);
+      } else {
+        pairs[k] = __floats2bfloat162_rn(in[2 * k], in[2 * k + 1]);
+      }
+    }
+  }
+  return raw;
+}
+
+/// The largest element of N vectors as float32, NaNs ignored (they reach the row through its
+/// sum). 16-bit values are compared in pairs in their own type, which is exact.
+template <class T, int N>
+__device__ __forceinline__ float vectors_max(const uint4 (&raw)[N]) {
+  if constexpr (sizeof(T) == 4) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int v = 0; v < N; ++v) {
+      m = fmaxf(m, fmaxf(fmaxf(__uint_as_float(raw[v].x), __uint_as_float(raw[v].y)),
+                         fmaxf(__uint_as_float(raw[v].z), __uint_as_float(raw[v].w))));
+    }
+    return m;
+  } else {
+    using pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+    pair m[4 * N];
+#pragma unroll
+    for (int v = 0; v < N; ++v) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) m[4 * v + k] = reinterpret_cast<const pair*>(&raw[v])[k];
+    }
+#pragma unroll
+    for (int width = 1; width < 4 * N; width *= 2) {
+#pragma unroll
+      for (int k = 0; k + width < 4 * N; k += 2 * width) m[k] = __hmax2(m[k], m[k + width]);
+    }
+    return fmaxf(__low2float(m[0]), __high2float(m[0]));
+  }
 }
 
 /// Loads `N` elements starting at `p` (global or shared memory) as float32: with N * sizeof(T) / 16

@@ -943,12 +943,12 @@ TYPED_TEST_SUITE(RowKernels, Dtypes, DtypeNames);
 // ------------------------------------------------------------------------------------------------
 // Sizes.
 
-// C from 1 to one past 4096 (the warp tier's edges, 2049 one past its 16-bit capacity, 4097 a
+// C from 1 to one past 4096 (the warp tier's edges, 1025 one past its 16-bit capacity, 4097 a
 // block), N in {0, 1, 3, 4096} (4096 only up to C = 1000: the reference's cost), every reduction
 // where N < 4096; ignored and out-of-range targets throughout, int32 and int64 in turn.
 TYPED_TEST(RowKernels, EverySmallSize) {
   int variant = 0;
-  for (int64_t C : {1, 2, 31, 32, 33, 1000, 2049, 4097}) {
+  for (int64_t C : {1, 2, 31, 32, 33, 512, 513, 1000, 1024, 1025, 4097}) {
     for (int64_t N : {0, 1, 3, 4096}) {
       if (N == 4096 && C > 1000) continue;
       for (fusedloss_reduction reduction : kReductions) {
@@ -1018,9 +1018,9 @@ row_tier automatic_tier(const kernels::row_problem& p) {
 TYPED_TEST(RowKernels, AutomaticTierChoice) {
   const fusedloss_dtype dtype = TestFixture::dtype;
   const device_facts f = facts();
-  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 1024 : 2048;  // 32 lanes x 8 x 16 bytes
+  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 512 : 1024;  // 32 lanes x 4 x 16 bytes
   const auto es = static_cast<int64_t>(element_bytes(dtype));
-  for (int64_t C : {int64_t{1}, int64_t{31}, int64_t{33}, int64_t{1000}, capacity}) {
+  for (int64_t C : {int64_t{1}, int64_t{31}, int64_t{33}, int64_t{500}, capacity}) {
     EXPECT_EQ(automatic_tier(sized_problem(dtype, C)), row_tier::warp) << "C=" << C;
   }
   EXPECT_EQ(automatic_tier(sized_problem(dtype, capacity + 1)), row_tier::block);
@@ -1035,17 +1035,26 @@ TYPED_TEST(RowKernels, AutomaticTierChoice) {
   EXPECT_EQ(automatic_tier(sized_problem(dtype, 256000)), large);
   EXPECT_EQ(automatic_tier(sized_problem(dtype, int64_t{1} << 21)),
             row_tier::two_pass);  // > 8 blocks
-  EXPECT_EQ(automatic_tier(sized_problem(dtype, 33, 5)), row_tier::spatial);
-  EXPECT_EQ(automatic_tier(sized_problem(dtype, 1000, 2)), row_tier::spatial);
+  // A thread per row pays only over many positions and rows; few of either take a block a row.
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 33, 5)), row_tier::two_pass);
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 1000, 2)), row_tier::two_pass);
+  {
+    kernels::row_problem many = sized_problem(dtype, 33, 64);
+    many.batch = int64_t{f.sms} * 256;  // make_plan's bar: a 256-thread block an SM
+    EXPECT_EQ(automatic_tier(many), row_tier::spatial);
+  }
   EXPECT_EQ(automatic_tier(sized_problem(dtype, 33, 1, loss_kind::probability)),
             row_tier::two_pass);
   EXPECT_EQ(automatic_tier(sized_problem(dtype, 1000, 1, loss_kind::probability)),
             row_tier::two_pass);
-  EXPECT_EQ(automatic_tier(sized_problem(dtype, 1000, 1, loss_kind::cross_entropy, true)),
+  // The backward from a saved LSE streams: in registers while the row fits, else two_pass.
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 500, 1, loss_kind::cross_entropy, true)),
+            row_tier::warp);
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 4097, 1, loss_kind::cross_entropy, true)),
             row_tier::two_pass);
   EXPECT_EQ(automatic_tier(sized_problem(dtype, 4097, 1, loss_kind::softmax_focal, true)),
             row_tier::two_pass);
-  EXPECT_EQ(automatic_tier(sized_problem(dtype, 1000, 1, loss_kind::softmax_focal)),
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 500, 1, loss_kind::softmax_focal)),
             row_tier::warp);
 }
 
@@ -1054,9 +1063,9 @@ TYPED_TEST(RowKernels, AutomaticTierChoice) {
 // reference. The forced-tier runs check that row_tier_for reports the forced tier.
 TYPED_TEST(RowKernels, EveryTierForced) {
   const fusedloss_dtype dtype = TestFixture::dtype;
-  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 1024 : 2048;
+  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 512 : 1024;
   const std::vector<std::pair<row_tier, std::vector<int64_t>>> tiers = {
-      {row_tier::warp, {1, 2, 5, 31, 100, 257, 1000, capacity}},
+      {row_tier::warp, {1, 2, 5, 31, 100, 257, 500, capacity}},
       {row_tier::block, {1, 3, 33, 1000, 4097}},
       {row_tier::cluster, {1, 3, 33, 1000, 4097}},
       {row_tier::two_pass, {1, 33, 1000, 4097}},
@@ -1089,7 +1098,8 @@ TYPED_TEST(RowKernels, EveryTierForced) {
         c.reduction = FUSEDLOSS_REDUCTION_NONE;
         c.weight = true;
         c.label_smoothing = 0.2;
-        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial;
+        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial ||
+                      c.tier == row_tier::warp;
         break;
       case 4:
         c.kind = loss_kind::softmax_focal;
@@ -1102,7 +1112,8 @@ TYPED_TEST(RowKernels, EveryTierForced) {
         c.kind = loss_kind::softmax_focal;
         c.gamma = 0.5;
         c.call = which_call::backward;
-        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial;
+        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial ||
+                      c.tier == row_tier::warp;
         break;
       default:
         c.kind = loss_kind::probability;
@@ -1130,7 +1141,7 @@ TYPED_TEST(RowKernels, EveryTierForced) {
 // A forced tier that cannot hold the problem is refused before anything runs, and writes nothing.
 TYPED_TEST(RowKernels, ForcedTierRefusals) {
   const fusedloss_dtype dtype = TestFixture::dtype;
-  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 1024 : 2048;
+  const int64_t capacity = dtype == FUSEDLOSS_FLOAT32 ? 512 : 1024;
   expect_refused(
       sized_problem(dtype, capacity + 1, 1, loss_kind::cross_entropy, false, row_tier::warp));
   expect_refused(
@@ -1139,10 +1150,12 @@ TYPED_TEST(RowKernels, ForcedTierRefusals) {
                                row_tier::cluster));
   for (row_tier tier : {row_tier::warp, row_tier::block, row_tier::cluster}) {
     expect_refused(sized_problem(dtype, 33, 1, loss_kind::probability, false, tier));
-    // The workspace query sizes a forward too, which the tier holds: only the call is refused.
+  }
+  for (row_tier tier : {row_tier::block, row_tier::cluster}) {
+    // The workspace query sizes the fused call, which the tier holds: only the call is refused.
     expect_refused(sized_problem(dtype, 33, 1, loss_kind::cross_entropy, true, tier), false);
   }
-  for (row_tier tier : {row_tier::warp, row_tier::block, row_tier::cluster, row_tier::two_pass}) {
+  for (row_tier tier : {row_tier::warp, row_tier::block, row_tier::cluster}) {
     expect_refused(sized_problem(dtype, 33, 2, loss_kind::cross_entropy, false, tier));
   }
   if (!clusters_available()) {
