@@ -1108,9 +1108,9 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
       const int64_t slot = aligned_rows ? vector : 1;
       const int64_t slots = aligned_rows ? kWarpVectorsPerLane : kWarpScalarsPerLane;
       int64_t lanes = 1;
+      // As few lanes as hold the row: the row's fixed work (shuffles, finish) is shared by the
+      // most elements a lane.
       while (lanes < 32 && lanes * slots * slot < C) lanes *= 2;
-      // Fewer slots a lane than it could hold, but not below one each.
-      while (lanes < 32 && lanes * slot < C && lanes * 2 * slot <= C) lanes *= 2;
       pl.lanes = static_cast<int>(lanes);
       const int64_t rows_per_block = (kWarpThreads / 32) * (32 / lanes);
       pl.blocks = cap((rows + rows_per_block - 1) / rows_per_block, sms * 4);
