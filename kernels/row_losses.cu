@@ -95,11 +95,11 @@ constexpr bool kMayCap = F == feature::general || F == feature::probability;
 // Logit vectors a streaming loop keeps in flight: fewer where each brings its coefficients' loads
 // too (two float4 of weights per vector of 16-bit logits), which keeps the loop out of local memory.
 template <feature F>
-constexpr int kUnrollOf = F == feature::plain || F == feature::smoothing ? kUnroll : kUnroll / 2;
+constexpr int kUnrollOf = F == feature::general || F == feature::probability ? kUnroll / 2 : kUnroll;
 // Resident blocks a kernel is compiled for (at 256 threads: 4 is 64 registers a thread and 50%
 // occupancy); the options' coefficients and tanh need a few more registers.
 template <feature F>
-constexpr int kMinBlocksOf = F == feature::plain ? 4 : 3;
+constexpr int kMinBlocksOf = F == feature::plain ? 4 : F == feature::weighted_smoothing ? 2 : 3;
 
 // ------------------------------------------------------------------------------------------------
 // One row: its target, its coefficients, its finish and its gradient.
@@ -423,6 +423,12 @@ template <class T>
 __device__ __forceinline__ void store_vector(T* p, const uint4& v) {
   *reinterpret_cast<uint4*>(p) = v;
 }
+// A gradient vector: written once and not read again by the kernel, so streamed past the caches
+// (and always one 16-byte store, which a plain store of a uint4 is not guaranteed to compile to).
+template <class T>
+__device__ __forceinline__ void store_gradient(T* p, const uint4& v) {
+  __stcs(reinterpret_cast<uint4*>(p), v);
+}
 
 // ------------------------------------------------------------------------------------------------
 // Streaming loops of the block, cluster and two_pass tiers: the threads of a block over the
@@ -430,8 +436,8 @@ __device__ __forceinline__ void store_vector(T* p, const uint4& v) {
 
 // Folds N whole vectors (raw, from class j0 on with a stride of kBlockThreads vectors) into `s`:
 // their maximum first (in the logits' own type), one rebase of the running sums, then each
-// vector's exponentials relative to it.
-template <class T, feature F, int N>
+// vector's exponentials relative to it. kZeroGuard: some coefficient may be exactly 0.
+template <class T, feature F, bool kZeroGuard, int N>
 __device__ __forceinline__ void fold_vectors(const row_context& ctx, int64_t r, const uint4 (&raw)[N],
                                              int j0, row_summary& s) {
   constexpr int V = kPerVector<T>;
@@ -449,13 +455,13 @@ __device__ __forceinline__ void fold_vectors(const row_context& ctx, int64_t r, 
       for (int k = 0; k < V; ++k) x[k] = ctx.cap(x[k]);
     }
     if constexpr (kHasCoefficients<F>) ctx.coefficients<F>(r, j0 + v * kBlockThreads * V, c);
-    detail::accumulate<V, kHasCoefficients<F>>(x, c, s);
+    detail::accumulate<V, kHasCoefficients<F>, kZeroGuard>(x, c, s);
   }
 }
 
 // Folds classes [begin, end) of row r into `s`, staging them in `stage` (shared memory, class
 // `begin` at stage[0]) when that is given.
-template <class T, feature F>
+template <class T, feature F, bool kZeroGuard>
 __device__ void fold_range(const row_context& ctx, int64_t r, const T* x, int begin, int end,
                            int step, T* stage, row_summary& s) {
   constexpr int V = kPerVector<T>;
@@ -471,12 +477,12 @@ __device__ void fold_range(const row_context& ctx, int64_t r, const T* x, int be
 #pragma unroll
         for (int u = 0; u < U; ++u) store_vector(stage + (v + u * kBlockThreads) * V, raw[u]);
       }
-      fold_vectors<T, F, U>(ctx, r, raw, begin + v * V, s);
+      fold_vectors<T, F, kZeroGuard, U>(ctx, r, raw, begin + v * V, s);
     }
     for (; v < vectors; v += kBlockThreads) {
       uint4 raw[1] = {load_vector(x + begin + v * V)};
       if (stage != nullptr) store_vector(stage + v * V, raw[0]);
-      fold_vectors<T, F, 1>(ctx, r, raw, begin + v * V, s);
+      fold_vectors<T, F, kZeroGuard, 1>(ctx, r, raw, begin + v * V, s);
     }
     begin += vectors * V;  // the scalar tail below
     if (stage != nullptr) stage += vectors * V;
@@ -487,6 +493,32 @@ __device__ void fold_range(const row_context& ctx, int64_t r, const T* x, int be
     const float xs[1] = {kMayCap<F> ? ctx.cap(detail::to_float(raw)) : detail::to_float(raw)};
     const float cs[1] = {ctx.coefficient<F>(r, j)};
     detail::fold_chunk<1, kHasCoefficients<F>>(xs, cs, xs[0], s);
+  }
+}
+
+// Whether some class weight of [begin, end) is exactly 0, for the whole block (one pass over the
+// weights a kernel, from L2): only then do the weighted loops pay for the zero guard.
+template <feature F>
+__device__ bool any_zero_weight(const row_context& ctx, int begin, int end) {
+  if constexpr (F != feature::weighted_smoothing) {
+    return F != feature::smoothing;  // smoothing's coefficients are 1; the others guard always
+  } else {
+    bool zero = false;
+    for (int j = begin + static_cast<int>(threadIdx.x); j < end; j += kBlockThreads) {
+      zero = zero || __ldg(ctx.p.weight + j) == 0.0f;
+    }
+    return __syncthreads_or(zero);
+  }
+}
+
+// fold_range with the zero guard chosen at run time (`guard`, block-uniform).
+template <class T, feature F>
+__device__ __forceinline__ void fold_row(const row_context& ctx, int64_t r, const T* x, int begin,
+                                         int end, int step, T* stage, bool guard, row_summary& s) {
+  if (!guard) {
+    fold_range<T, F, false>(ctx, r, x, begin, end, step, stage, s);
+  } else {
+    fold_range<T, F, true>(ctx, r, x, begin, end, step, stage, s);
   }
 }
 
@@ -512,7 +544,7 @@ __device__ __forceinline__ void gradient_vectors(const row_context& ctx, const r
     if constexpr (kHasCoefficients<F>) ctx.coefficients<F>(r, j0 + v * kBlockThreads * V, c);
 #pragma unroll
     for (int k = 0; k < V; ++k) out[k] = gradient_of<F>(ctx, res, x[k], c[k]);
-    store_vector(g + v * kBlockThreads * V, detail::pack<T>(out));
+    store_gradient(g + v * kBlockThreads * V, detail::pack<T>(out));
   }
 }
 
@@ -692,7 +724,7 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
 #pragma unroll
       for (int e = 0; e < kSlotElements; ++e) g[e] = gradient_of<F>(ctx, res, x[e], c[e]);
       if constexpr (kVector) {
-        store_vector(g_row + i * V, detail::pack<T>(g));
+        store_gradient(g_row + i * V, detail::pack<T>(g));
       } else {
         g_row[i] = detail::from_float<T>(g[0]);
       }
@@ -720,6 +752,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
   const row_context ctx(p, w.normaliser, w.weights_total);
   const int C = static_cast<int>(p.num_classes);
   const int step = static_cast<int>(p.spatial);
+  const bool zero_guard = any_zero_weight<F>(ctx, 0, C);
   double loss_sum = 0, z_sum = 0;
   int64_t y = blockIdx.x < ctx.rows() ? ctx.target(blockIdx.x) : 0;
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
@@ -729,7 +762,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
     const float raw_x_y = raw_target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
     if (!p.read_lse) {
-      fold_range<T, F>(ctx, r, x_row, 0, C, step, stage, s);
+      fold_row<T, F>(ctx, r, x_row, 0, C, step, stage, zero_guard, s);
     } else if constexpr (F == feature::probability) {
       sum_coefficients<F>(ctx, r, 0, C, s);
     }
@@ -782,6 +815,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
   const int C = static_cast<int>(p.num_classes);
   const int begin = min(static_cast<int>(rank) * slice, C);
   const int end = min(begin + slice, C);
+  const bool zero_guard = any_zero_weight<F>(ctx, begin, end);
   double loss_sum = 0, z_sum = 0;
   int parity = 0;
   const int64_t first = blockIdx.x / blocks;
@@ -792,7 +826,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
     const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
     const float raw_x_y = raw_target_logit(ctx, x_row, y);
     row_summary s = row_summary::none();
-    fold_range<T, F>(ctx, r, x_row, begin, end, 1, stage, s);
+    fold_row<T, F>(ctx, r, x_row, begin, end, 1, stage, zero_guard, s);
     s = block_summary(s, scratch);
     if (threadIdx.x == 0) mine[parity] = s;
     cluster_arrive_release();

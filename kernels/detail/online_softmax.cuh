@@ -74,10 +74,10 @@ __device__ __forceinline__ float tree_sum(float (&v)[N]) {
 }
 
 /// Adds N logits (already soft-capped) to `s`, relative to s.ref(), which must be at least their
-/// maximum. With kCoefficients the weighted sum takes c_k (x_k - ref), where a coefficient of
-/// exactly 0 adds exactly 0 even beside a -inf logit (a constant coefficient of 1 compiles the
-/// test away).
-template <int N, bool kCoefficients>
+/// maximum. With kCoefficients the weighted sum takes c_k (x_k - ref); with kZeroGuard a
+/// coefficient of exactly 0 adds exactly 0 even beside a -inf logit (0 * -inf would be NaN). A
+/// caller that knows no coefficient is 0 leaves the guard's two instructions an element out.
+template <int N, bool kCoefficients, bool kZeroGuard = true>
 __device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)[N],
                                            row_summary& s) {
   const float ref = s.ref();
@@ -89,7 +89,7 @@ __device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)
     float wd[N], cc[N];
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      wd[k] = c[k] == 0.0f ? 0.0f : c[k] * (x[k] - ref);
+      wd[k] = kZeroGuard && c[k] == 0.0f ? 0.0f : c[k] * (x[k] - ref);
       cc[k] = c[k];
     }
     s.weighted += tree_sum(wd);

@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "storage.cuh"
@@ -63,25 +64,27 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kPerVector
 }
 
 /// One 16-byte vector of float32 values rounded to T (to nearest even; 16-bit pairs together).
+/// Built from 32-bit words by value (no pointer into the vector), so that the compiler keeps it in
+/// registers and stores it with one 16-byte store.
 template <class T>
 __device__ __forceinline__ uint4 pack(const float (&in)[kPerVector<T>]) {
-  uint4 raw;
   if constexpr (sizeof(T) == 4) {
-    raw = make_uint4(__float_as_uint(in[0]), __float_as_uint(in[1]), __float_as_uint(in[2]),
-                     __float_as_uint(in[3]));
+    return make_uint4(__float_as_uint(in[0]), __float_as_uint(in[1]), __float_as_uint(in[2]),
+                      __float_as_uint(in[3]));
   } else {
-    using pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
-    pair* pairs = reinterpret_cast<pair*>(&raw);
+    unsigned words[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       if constexpr (std::is_same_v<T, __half>) {
-        pairs[k] = __floats2half2_rn(in[2 * k], in[2 * k + 1]);
+        const __half2 pair = __floats2half2_rn(in[2 * k], in[2 * k + 1]);
+        memcpy(&words[k], &pair, sizeof words[k]);
       } else {
-        pairs[k] = __floats2bfloat162_rn(in[2 * k], in[2 * k + 1]);
+        const __nv_bfloat162 pair = __floats2bfloat162_rn(in[2 * k], in[2 * k + 1]);
+        memcpy(&words[k], &pair, sizeof words[k]);
       }
     }
+    return make_uint4(words[0], words[1], words[2], words[3]);
   }
-  return raw;
 }
 
 /// The largest element of N vectors as float32, NaNs ignored (they reach the row through its
