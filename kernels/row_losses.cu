@@ -852,11 +852,11 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
 }
 
 // spatial: a thread per row (n, s); class c of the row is S elements after class c - 1, so the
-// threads of a warp, on consecutive s, read consecutive addresses.
-template <class T>
+// threads of a warp, on consecutive s, read consecutive addresses. F: general (index targets) or
+// probability.
+template <class T, feature F>
 __global__ void __launch_bounds__(kSpatialThreads)
     row_spatial_kernel(row_problem p, row_workspace w) {
-  constexpr feature F = feature::general;
   const row_context ctx(p, w.normaliser, w.weights_total);
   const int64_t S = p.spatial;
   double loss_sum = 0, z_sum = 0;
@@ -870,8 +870,10 @@ __global__ void __launch_bounds__(kSpatialThreads)
       for (int64_t c = 0; c < p.num_classes; ++c) {
         const float x[1] = {ctx.cap(detail::to_float(x_row[c * S]))};
         const float k[1] = {ctx.coefficient<F>(r, c)};
-        detail::fold_chunk<1, true>(x, k, x[0], s);
+        detail::fold_chunk<1, kHasCoefficients<F>>(x, k, x[0], s);
       }
+    } else if constexpr (F == feature::probability) {  // P needs the coefficients' sum
+      for (int64_t c = 0; c < p.num_classes; ++c) s.coefficients += ctx.coefficient<F>(r, c);
     }
     const row_result res = finish(ctx, r, y, s, ctx.cap(raw_x_y));
     write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
@@ -1250,7 +1252,8 @@ struct launch_tier {
         }
         break;
       case row_tier::spatial:
-        row_spatial_kernel<T><<<pl.blocks, kSpatialThreads, 0, stream>>>(p, w);
+        row_spatial_kernel<T, F == feature::probability ? F : feature::general>
+            <<<pl.blocks, kSpatialThreads, 0, stream>>>(p, w);
         break;
       default:
         row_block_kernel<T, F><<<pl.blocks, kBlockThreads, 0, stream>>>(p, w, false);

@@ -12,7 +12,7 @@
 #       On a machine WITHOUT a GPU that has GoogleTest and Google Benchmark: builds the `default`
 #       preset (sm_90) and copies the binaries and the non-system shared libraries they need into DIR
 #       (DIR/bin, DIR/lib, DIR/BUILD_INFO). DIR is what a GPU machine with neither library carries.
-#   scripts/gpu-check.sh --prebuilt DIR [--stage STAGES]
+#   scripts/gpu-check.sh --prebuilt DIR [--stage STAGES] [--publish DIR]
 #       On the GPU machine: runs the stages with the binaries of DIR.
 #   scripts/gpu-check.sh [--stage STAGES]
 #       On a GPU machine that has GoogleTest and Google Benchmark: builds the `default` preset here,
@@ -29,8 +29,9 @@
 #
 # Each run writes its stages' results to RESULTS (--results, default build/gpu-check): a
 # stage-<name>.json per stage, logs/, bench.json; then docs/gpu-report.md from every stage-*.json in
-# RESULTS of the same build. When $OUT is set (the device tool), the report, the stage results,
-# bench.json and a tarball of the logs are copied there as well.
+# RESULTS of the same build. With --publish DIR, the report, the stage results, bench.json and a
+# tarball of the logs are copied to DIR as well, after every stage (a run cut short still leaves
+# what it did), for a caller that fetches one folder back.
 #
 # A failed step is recorded and later steps and stages still run; the exit status is 1 when any
 # step failed, 2 on a usage error.
@@ -80,6 +81,7 @@ stage_list=all
 results=build/gpu-check
 report=docs/gpu-report.md
 merge_dirs=()
+publish_dir=""
 while (($#)); do
   case $1 in
     --package | --prebuilt)
@@ -101,6 +103,11 @@ while (($#)); do
     --report)
       (($# >= 2)) || { echo "gpu-check: --report needs a file" >&2; exit 2; }
       report=$2
+      shift 2
+      ;;
+    --publish)
+      (($# >= 2)) || { echo "gpu-check: --publish needs a folder" >&2; exit 2; }
+      publish_dir=$2
       shift 2
       ;;
     --merge)
@@ -660,8 +667,8 @@ package() {
     cp -L "$path" "$out/lib/$soname"
   done < <(ldd "$out"/bin/* | grep ' => ' | sed 's/^[[:space:]]*//' | sort -u)
   # The binaries keep their debug information (file:line in the sanitizers' host backtraces) unless
-  # the folder would pass 48 MiB (the device tool carries 64 MiB with the working tree); then they
-  # keep only their symbols.
+  # the folder would pass 48 MiB (small enough to travel beside a working tree); then they keep
+  # only their symbols.
   if (($(du -sm "$out" | cut -f1) > 48)) && command -v objcopy >/dev/null; then
     echo "gpu-check: stripping debug information to keep $out under 48 MiB"
     for bin in "$out"/bin/*; do objcopy --strip-debug "$bin"; done
@@ -896,17 +903,18 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 echo "gpu-check: stages: ${stages[*]}; results in $results"
 
-# Writes the report from RESULTS and copies it, the stage results and the logs to $OUT (after each
-# stage, so that a run cut short still returns what it did).
+# Writes the report from RESULTS and, with --publish, copies it, the stage results and the logs
+# to that folder (after each stage, so that a run cut short still returns what it did).
 publish() {
   report_rc=0
   py report "$report" "$results" || report_rc=$?
-  if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
-    cp "$report" "$OUT/gpu-report.md" 2>/dev/null || true
-    cp "$results"/stage-*.json "$OUT/" 2>/dev/null || true
-    if [[ -f $results/bench.json ]]; then cp "$results/bench.json" "$OUT/"; fi
-    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$results" logs 2>/dev/null || true
-    echo "gpu-check: copied the report, stage results and logs to \$OUT"
+  if [[ -n $publish_dir ]]; then
+    mkdir -p "$publish_dir"
+    cp "$report" "$publish_dir/gpu-report.md" 2>/dev/null || true
+    cp "$results"/stage-*.json "$publish_dir/" 2>/dev/null || true
+    if [[ -f $results/bench.json ]]; then cp "$results/bench.json" "$publish_dir/"; fi
+    tar -czf "$publish_dir/gpu-check-logs.tar.gz" -C "$results" logs 2>/dev/null || true
+    echo "gpu-check: copied the report, stage results and logs to $publish_dir"
   fi
 }
 

@@ -19,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -969,10 +970,10 @@ TYPED_TEST(RowKernels, EverySmallSize) {
   }
 }
 
-// LLM vocabularies: block (30576, 32000), cluster on sm_90 or two_pass (128256, 256000).
+// LLM vocabularies: block (30576, 32000, 50257), cluster on sm_90 or two_pass (128256, 256000).
 TYPED_TEST(RowKernels, VocabSizes) {
   int variant = 0;
-  for (int64_t C : {30576, 32000, 128256, 256000}) {
+  for (int64_t C : {30576, 32000, 50257, 128256, 256000}) {
     for (int64_t N : {1, 3}) {
       row_case c;
       c.num_classes = C;
@@ -1004,7 +1005,11 @@ kernels::row_problem sized_problem(fusedloss_dtype dtype, int64_t C, int64_t S =
   c.call = read_lse ? which_call::backward : which_call::forward_backward;
   c.saved_lse = read_lse;
   c.tier = tier;
-  return make_problem(c, dtype, bound{});
+  kernels::row_problem p = make_problem(c, dtype, bound{});
+  // The plan asks whether a gradient is written (a row then waits between two passes) and where
+  // rows start, never for values: a 16-byte-aligned stand-in for the gradient's buffer.
+  p.grad = reinterpret_cast<void*>(uintptr_t{256});
+  return p;
 }
 
 row_tier automatic_tier(const kernels::row_problem& p) {
@@ -1751,6 +1756,104 @@ TYPED_TEST(RowKernels, NonDefaultStreamAndGraphReplay) {
   focal.batch = 20;
   focal.reduction = FUSEDLOSS_REDUCTION_NONE;
   expect_stream_and_graph(focal, dtype);
+}
+
+// A graph captured at one size replays correctly after calls of another size (a smaller row, and
+// so less shared memory, in between): a launch's shared-memory limit must not follow the last call.
+TYPED_TEST(RowKernels, GraphReplayAfterACallOfAnotherSize) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  row_case large;  // block tier, the row staged: 64 KB of shared memory
+  large.num_classes = 65536 / static_cast<int64_t>(element_bytes(dtype));
+  large.batch = 5;
+  large.reduction = FUSEDLOSS_REDUCTION_SUM;
+  row_case small = large;  // block tier, 8 KB
+  small.num_classes = 4097;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const inputs in = make_inputs(large, dtype, rng);
+  const outputs want = run_reference(large, dtype, in);
+  device_arrays dev(large, in, dtype);
+  const bound b = dev.bind(large);
+  size_t bytes = 0;
+  ASSERT_TRUE(gpu_workspace_bytes(large, dtype, b, &bytes));
+  device_buffer workspace(bytes);
+  stream_holder s;
+  FUSEDLOSS_CUDA_OK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  graph_holder g;
+  FUSEDLOSS_CUDA_OK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeGlobal));
+  const ::testing::AssertionResult captured =
+      launch(large, dtype, b, workspace.data(), bytes, s.stream);
+  FUSEDLOSS_CUDA_OK(cudaStreamEndCapture(s.stream, &g.graph));
+  ASSERT_TRUE(captured);
+  FUSEDLOSS_CUDA_OK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+  expect_matches_reference(small, dtype);
+  dev.poison(large, in);
+  FUSEDLOSS_CUDA_OK(cudaGraphLaunch(g.exec, s.stream));
+  FUSEDLOSS_CUDA_OK(cudaStreamSynchronize(s.stream));
+  expect_matches(large, dtype, in, want, dev.download(large, dtype, s.stream));
+}
+
+// Two host threads calling on one device with rows of different sizes (64 KB and 8 KB of shared
+// memory a block), each call checked against the reference.
+TYPED_TEST(RowKernels, TwoHostThreadsAlternatingSizes) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  const auto run = [dtype](int64_t C) {
+    for (int k = 0; k < 3; ++k) {
+      row_case c;
+      c.num_classes = C;
+      c.batch = 7;
+      c.label_smoothing = k == 1 ? 0.1 : 0.0;
+      expect_matches_reference(c, dtype);
+    }
+  };
+  std::thread other(run, 65536 / static_cast<int64_t>(element_bytes(dtype)));
+  run(4097);
+  other.join();
+}
+
+// A backward given the GPU forward's own LSE (not the reference's) matches the reference backward
+// given the same LSE, on each tier the two calls take: the forward's LSE is good enough to
+// differentiate through.
+TYPED_TEST(RowKernels, BackwardFromTheGpuForwardsLse) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  for (int64_t C : {int64_t{100}, int64_t{4097}, int64_t{32768}}) {
+    row_case c;
+    c.num_classes = C;
+    c.batch = 9;
+    c.weight = true;
+    c.label_smoothing = 0.1;
+    c.ignored = 0.2;
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + ": " + c.describe());
+    std::mt19937_64 rng(seed);
+    inputs in = make_inputs(c, dtype, rng);
+    row_case forward = c;
+    forward.call = which_call::forward;
+    forward.lse_out = true;
+    device_arrays fwd(forward, in, dtype);
+    fwd.poison(forward, in);
+    const bound fb = fwd.bind(forward);
+    size_t bytes = 0;
+    ASSERT_TRUE(gpu_workspace_bytes(forward, dtype, fb, &bytes));
+    device_buffer workspace(bytes);
+    ASSERT_TRUE(launch(forward, dtype, fb, workspace.data(), bytes, nullptr));
+    FUSEDLOSS_CUDA_OK(cudaDeviceSynchronize());
+    in.saved_lse = fwd.download(forward, dtype, nullptr).lse;
+
+    row_case backward = c;
+    backward.call = which_call::backward;
+    backward.saved_lse = true;
+    const outputs want = run_reference(backward, dtype, in);
+    device_arrays dev(backward, in, dtype);
+    dev.poison(backward, in);
+    const bound b = dev.bind(backward);
+    ASSERT_TRUE(gpu_workspace_bytes(backward, dtype, b, &bytes));
+    device_buffer backward_workspace(bytes);
+    ASSERT_TRUE(launch(backward, dtype, b, backward_workspace.data(), bytes, nullptr));
+    FUSEDLOSS_CUDA_OK(cudaDeviceSynchronize());
+    expect_matches(backward, dtype, in, want, dev.download(backward, dtype, nullptr));
+  }
 }
 
 // Two runs of the same call give the same bits (no floating-point atomics), on every tier, with
