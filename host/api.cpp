@@ -34,6 +34,10 @@ fusedloss_status run(const Params* p, call c, void* workspace, size_t workspace_
   Params resolved;
   if (const fusedloss_status s = validate(p, c, resolved, err); s != FUSEDLOSS_SUCCESS) return s;
   if (resolved.device == FUSEDLOSS_DEVICE_CUDA) {
+    if (const fusedloss_status s = validate_cuda_workspace(workspace, err);
+        s != FUSEDLOSS_SUCCESS) {
+      return s;
+    }
     return cuda::run(resolved, c, workspace, workspace_bytes, stream, err);
   }
   int64_t invalid_targets = 0;

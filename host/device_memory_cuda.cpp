@@ -5,18 +5,29 @@
 
 namespace fusedloss::host {
 
-memory_space memory_space_of(const void* pointer) {
+memory_location locate(const void* pointer) {
   cudaPointerAttributes attributes{};
   if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
     // No device or no driver: nothing can be classified. The error is not sticky; clear it so the
     // caller's next cudaGetLastError() does not see it.
     cudaGetLastError();
-    return memory_space::either;
+    return {memory_space::either};
   }
   switch (attributes.type) {
-    case cudaMemoryTypeUnregistered: return memory_space::host;
-    case cudaMemoryTypeDevice: return memory_space::device;
-    default: return memory_space::either;
+    case cudaMemoryTypeUnregistered: return {memory_space::host};
+    case cudaMemoryTypeDevice: {
+      int current = -1;
+      if (cudaGetDevice(&current) != cudaSuccess) {
+        cudaGetLastError();
+        return {memory_space::either};
+      }
+      // Another device's memory works only where the caller enabled peer access, which a call
+      // cannot see; a kernel reading it without peer access faults, so it is refused.
+      const memory_space space =
+          attributes.device == current ? memory_space::device : memory_space::other_device;
+      return {space, attributes.device, current};
+    }
+    default: return {memory_space::either};
   }
 }
 

@@ -7,7 +7,7 @@
 
 namespace fusedloss::host {
 
-memory_space memory_space_of(const void*) { return memory_space::either; }
+memory_location locate(const void*) { return {memory_space::either}; }
 
 std::string read_and_clear_device_counter(int64_t*, void*, int64_t*) {
   return "fusedloss was built without CUDA (FUSEDLOSS_WITH_CUDA=OFF)";

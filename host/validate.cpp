@@ -51,7 +51,11 @@ class checker {
     err_->status = status_;
     err_->argument = argument;
     const int n = std::snprintf(err_->message, sizeof err_->message, "%s: ", argument);
-    std::snprintf(err_->message + n, sizeof err_->message - n, format, args...);
+    if constexpr (sizeof...(Args) == 0) {  // a message alone: no non-literal format string
+      std::snprintf(err_->message + n, sizeof err_->message - n, "%s", format);
+    } else {
+      std::snprintf(err_->message + n, sizeof err_->message - n, format, args...);
+    }
   }
 
   // A buffer the call needs must be given, and in the call's memory space when that is detectable.
@@ -61,13 +65,17 @@ class checker {
       require(!needed, argument, "null, but this call needs it");
       return;
     }
-    const memory_space space = memory_space_of(pointer);
+    const memory_location where = locate(pointer);
     if (device == FUSEDLOSS_DEVICE_CPU) {
-      require(space != memory_space::device, argument,
-              "points to device memory, but the call runs on the CPU");
+      require(where.space != memory_space::device && where.space != memory_space::other_device,
+              argument, "points to device memory, but the call runs on the CPU");
     } else {
-      require(space != memory_space::host, argument,
+      require(where.space != memory_space::host, argument,
               "points to pageable host memory, but the call runs on CUDA");
+      require(where.space != memory_space::other_device, argument,
+              "points to memory of CUDA device %d, but the call runs on device %d (the current "
+              "device)",
+              where.device, where.current_device);
     }
   }
 
@@ -80,20 +88,24 @@ class checker {
 
 bool finite(double v) { return std::isfinite(v); }
 
-// Checks shared by every loss: the header, dtypes, reduction, the outputs the call writes and the
-// upstream gradient it reads. `count` is the number of loss values under
-// reduction none (elements or rows); `grad_elements` whether there is any gradient to write.
+// The logits come first, as in the params and the header's formulas: their dtype, then the
+// buffer, which the call needs when it has any of its `count` elements or rows to compute.
 template <class Params>
-void check_common(checker& v, const Params& p, call c, int64_t count, bool grad_elements) {
+void check_logits(checker& v, const Params& p, int64_t count) {
   v.require(is_floating(p.logits_dtype), "logits_dtype", "%s is not a floating-point dtype",
             fusedloss_dtype_string(p.logits_dtype));
   v.require(!(p.device == FUSEDLOSS_DEVICE_CUDA && p.logits_dtype == FUSEDLOSS_FLOAT64),
             "logits_dtype", "float64 runs on the CPU reference only");
+  v.require_buffer(p.logits, count > 0, p.device, "logits");
+}
 
+// The outputs call `c` writes and the upstream gradient it reads, shared by every loss; `count` is
+// the number of loss values under reduction none (elements or rows).
+template <class Params>
+void check_outputs(checker& v, const Params& p, call c, int64_t count) {
   const bool loss_values = p.reduction != FUSEDLOSS_REDUCTION_NONE || count > 0;
-  v.require_buffer(p.logits, count > 0 || grad_elements, p.device, "logits");
   v.require_buffer(p.loss, c == call::forward && loss_values, p.device, "loss");
-  v.require_buffer(p.grad_logits, c != call::forward && grad_elements, p.device, "grad_logits");
+  v.require_buffer(p.grad_logits, c != call::forward && count > 0, p.device, "grad_logits");
   v.require_buffer(p.grad_loss, c == call::backward && loss_values, p.device, "grad_loss");
   v.require_buffer(p.grad_scale_ptr, false, p.device, "grad_scale_ptr");
 }
@@ -102,11 +114,12 @@ void check_common(checker& v, const Params& p, call c, int64_t count, bool grad_
 template <class Params>
 void check_elements(checker& v, const Params& p, call c) {
   v.require(p.numel >= 0, "numel", "negative (%lld)", static_cast<long long>(p.numel));
+  check_logits(v, p, p.numel);
   v.require(p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype,
             "targets_dtype", "%s; expected float32 or the logits' dtype (%s)",
             fusedloss_dtype_string(p.targets_dtype), fusedloss_dtype_string(p.logits_dtype));
   v.require_buffer(p.targets, p.numel > 0, p.device, "targets");
-  check_common(v, p, c, p.numel, p.numel > 0);
+  check_outputs(v, p, c, p.numel);
 }
 
 void check_gamma(checker& v, double gamma) {
@@ -150,6 +163,7 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
                 resolved.grad_row_stride == resolved.row_stride,
             "grad_row_stride", "in-place (grad_logits == logits) needs equal row strides");
 
+  check_logits(v, p, rows);
   const bool index_targets = is_integer(p.targets_dtype);
   const bool probability_targets =
       probability_ok && (p.targets_dtype == FUSEDLOSS_FLOAT32 || p.targets_dtype == p.logits_dtype);
@@ -159,7 +173,7 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
   v.require_buffer(p.targets, rows > 0, p.device, "targets");
   v.require_buffer(p.lse, false, p.device, "lse");
   v.require_buffer(p.invalid_target_count, false, p.device, "invalid_target_count");
-  check_common(v, p, c, rows, rows > 0);
+  check_outputs(v, p, c, rows);
 }
 
 template <class Enum>
@@ -221,6 +235,15 @@ fusedloss_status validate_scale(const void* data, const fusedloss_dtype& dtype, 
   v.require_buffer(data, numel > 0, device, "data");
   v.require_buffer(scale, true, device, "scale");
   return v.status() != FUSEDLOSS_SUCCESS ? v.status() : succeed(err);
+}
+
+fusedloss_status validate_cuda_workspace(const void* workspace, fusedloss_error* err) {
+  checker v(err);
+  v.require(reinterpret_cast<uintptr_t>(workspace) % alignof(double) == 0, "workspace",
+            "%p is not %zu-byte aligned (the kernels keep double partials there)", workspace,
+            alignof(double));
+  v.require_buffer(workspace, false, FUSEDLOSS_DEVICE_CUDA, "workspace");
+  return v.status();
 }
 
 fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_params& resolved,

@@ -18,7 +18,8 @@ fusedloss_status report(fusedloss_error* err, fusedloss_status status, const cha
 fusedloss_status succeed(fusedloss_error* err);
 
 /// Checks `p` for call `c` and, on success, copies it into `resolved` with its defaults made
-/// explicit (row strides never 0). The workspace is checked by the device path that sizes it.
+/// explicit (row strides never 0). The workspace is checked by validate_cuda_workspace and, for
+/// its size, by the device path that sizes it; the CPU reference ignores it.
 fusedloss_status validate(const fusedloss_bce_params* p, call c, fusedloss_bce_params& resolved,
                           fusedloss_error* err);
 fusedloss_status validate(const fusedloss_sigmoid_focal_params* p, call c,
@@ -40,6 +41,11 @@ int stored(const Enum& field) {
   std::memcpy(&value, &field, sizeof value);
   return value;
 }
+
+/// Checks a CUDA call's workspace pointer (its size needs the device; the CUDA path checks that):
+/// null, or 8-byte aligned (the kernels keep double partials there) memory that the current device
+/// can use. Leaves `err` alone on success.
+fusedloss_status validate_cuda_workspace(const void* workspace, fusedloss_error* err);
 
 /// Checks fusedloss_scale_in_place's arguments.
 fusedloss_status validate_scale(const void* data, const fusedloss_dtype& dtype, int64_t numel,

@@ -174,6 +174,14 @@ void expect_common_refusals(Params (problem::*make)(), const calls<Params>& c) {
                          "empty_mean");
   expect_refused<Params>(make, c, [](Params& p) { p.logits = nullptr; }, "logits");
   expect_refused<Params>(make, c, [](Params& p) { p.targets = nullptr; }, "targets");
+  // Of two bad arrays the first a caller passes is named: the logits before the targets.
+  expect_refused<Params>(
+      make, c,
+      [](Params& p) {
+        p.logits = nullptr;
+        p.targets = nullptr;
+      },
+      "logits");
   // Logits of float64 run on the CPU only.
   expect_refused<Params>(
       make, c,
@@ -428,6 +436,47 @@ TEST(Api, CudaPathWithoutCudaSaysSo) {
     EXPECT_EQ(call, FUSEDLOSS_NOT_IMPLEMENTED);
     EXPECT_STREQ(err.argument, "device");
     EXPECT_NE(std::string(err.message).find("built without CUDA"), std::string::npos);
+  }
+}
+
+// The CUDA kernels keep double partials in the workspace, so on the CUDA path a workspace that is
+// not 8-byte aligned is refused before anything else touches it, on every machine (the alignment
+// is checked before the memory space, which needs a device). The problem is empty, so no other
+// argument is refused for its memory space. The CPU reference ignores the workspace (fusedloss.h),
+// so there the same pointer is no reason to refuse a call.
+TEST(BadInput, MisalignedWorkspaceOnTheCudaPath) {
+  alignas(8) unsigned char storage[64];
+  for (const int offset : {1, 4}) {
+    SCOPED_TRACE("workspace offset " + std::to_string(offset));
+    void* misaligned = storage + offset;
+    fusedloss_error err;
+
+    auto ce = fusedloss::make_cross_entropy_params();
+    ce.device = FUSEDLOSS_DEVICE_CUDA;
+    ce.reduction = FUSEDLOSS_REDUCTION_NONE;
+    for (auto fn :
+         {kCrossEntropy.forward, kCrossEntropy.backward, kCrossEntropy.forward_backward}) {
+      std::memset(&err, 0, sizeof err);
+      EXPECT_EQ(fn(&ce, misaligned, 32, nullptr, &err), FUSEDLOSS_INVALID_ARGUMENT);
+      EXPECT_EQ(err.status, FUSEDLOSS_INVALID_ARGUMENT);
+      ASSERT_NE(err.argument, nullptr);
+      EXPECT_STREQ(err.argument, "workspace");
+      EXPECT_NE(std::string(err.message).find("8-byte aligned"), std::string::npos) << err.message;
+    }
+    auto bce = fusedloss::make_bce_params();
+    bce.device = FUSEDLOSS_DEVICE_CUDA;
+    bce.reduction = FUSEDLOSS_REDUCTION_NONE;
+    EXPECT_EQ(fusedloss_bce_forward_backward(&bce, misaligned, 32, nullptr, &err),
+              FUSEDLOSS_INVALID_ARGUMENT);
+    EXPECT_STREQ(err.argument, "workspace");
+
+    // The CPU reference on a real problem: the same workspace is accepted and its bytes untouched.
+    problem pr;
+    auto p = pr.cross_entropy();
+    std::memset(storage, 0xA5, sizeof storage);
+    EXPECT_EQ(kCrossEntropy.forward_backward(&p, misaligned, 32, nullptr, &err), FUSEDLOSS_SUCCESS)
+        << err.message;
+    for (const unsigned char b : storage) EXPECT_EQ(b, 0xA5);
   }
 }
 

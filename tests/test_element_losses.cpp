@@ -680,6 +680,45 @@ TEST(ElementLossEdges, InfiniteLogits) {
   }
 }
 
+TEST(ElementLossEdges, ZeroWeightSilencesAnInfiniteSoftplus) {
+  // Deliberate difference 6: a term's coefficient includes the weight (w pw y and w (1 - y)), so
+  // w = 0 gives loss 0 and gradient 0 even where its softplus is infinite (PyTorch: NaN loss):
+  // wrong and infinitely sure (-inf, 1) and (inf, 0), and soft targets at both infinities. The
+  // weighted neighbour keeps its value: w = 2, pw = 3, (1, 0): 2 softplus(1) = 2 log(1 + e), grad
+  // 2 sigma(1); (-1, 1): 2 * 3 softplus(1), grad -6 sigma(1).
+  const std::vector<double> x = {-inf, inf, -inf, inf, 1, -1}, y = {1, 0, 0.5, 0.5, 0, 1};
+  const std::vector<float> weight = {0, 0, 0, 0, 2, 2}, pos_weight = {3};
+  const double softplus1 = std::log1p(std::exp(1.0));
+  const std::vector<double> loss = {0, 0, 0, 0, 2 * softplus1, 6 * softplus1};
+  const std::vector<double> grad = {0, 0, 0, 0, 2 * sigmoid(1), -6 * sigmoid(1)};
+  for (const auto dtype : {f64, f32, bf16}) {
+    SCOPED_TRACE(name_of(dtype));
+    const tolerance tol = checks::rounding_tolerance(dtype);
+    auto p = bce_params();
+    p.num_classes = 1;
+    p.weight = weight.data();
+    p.pos_weight = pos_weight.data();
+    const auto per_element = run(p, op::forward_backward, x, dtype, y, dtype);
+    expect_all_accepted(per_element.loss, loss, checks::rounding_tolerance(loss_dtype_of(dtype)),
+                        "loss");
+    expect_all_accepted(per_element.grad, grad, tol, "grad");
+    expect_bitwise_equal(run(p, op::backward, x, dtype, y, dtype).grad,
+                         {0, 0, 0, 0, per_element.grad[4], per_element.grad[5]}, "backward grad");
+
+    // The same weights per class (C = 6, one row) give the same values; under sum the four
+    // silenced elements add 0, not NaN.
+    const std::vector<float> pos_weight_per_class(6, 3.0f);
+    p.num_classes = 6;
+    p.weight_layout = FUSEDLOSS_WEIGHT_PER_CLASS;
+    p.pos_weight = pos_weight_per_class.data();
+    expect_bitwise_equal(run(p, op::forward, x, dtype, y, dtype).loss, per_element.loss,
+                         "per-class loss");
+    p.reduction = sum;
+    expect_all_accepted(run(p, op::forward, x, dtype, y, dtype).loss, {8 * softplus1},
+                        checks::rounding_tolerance(loss_dtype_of(dtype)), "sum");
+  }
+}
+
 TEST(ElementLossEdges, NanLogits) {
   // A NaN logit gives a NaN loss and gradient, whichever target (even where a zero coefficient
   // would silence an infinite softplus), and a NaN sum and mean; its neighbours are unaffected.

@@ -24,22 +24,23 @@ double sigmoid(double x) {
 
 double softplus(double t) { return (t > 0 ? t : 0.0) + std::log1p(std::exp(-std::fabs(t))); }
 
-// A zero coefficient silences its term even where softplus is infinite (deliberate difference 1);
-// NaN logits stay NaN.
+// A zero coefficient silences its term even where softplus is infinite (deliberate differences 1
+// and 6); NaN logits stay NaN.
 double scaled_softplus(double coefficient, double t) {
   const double s = softplus(t);
   return coefficient == 0 && !std::isnan(s) ? 0.0 : coefficient * s;
 }
 
 // BCE with logits; with w = pw = 1 this is also the focal loss's ce, so that gamma = 0 reproduces
-// BCE bitwise. The gradient is SEMANTICS' w*[s(x)(1 + (pw-1)y) - pw*y] regrouped per term as
-// w*[(1-y)s(x) - pw*y*s(-x)]: no cancellation for confident positives, and exactly 0 at the
-// infinities where the loss is 0.
+// BCE bitwise. Each term's coefficient includes the weight (w*pw*y and w*(1-y)), so that w = 0
+// silences an infinite softplus too. The gradient is SEMANTICS' w*[s(x)(1 + (pw-1)y) - pw*y]
+// regrouped per term as w*(1-y)*s(x) - w*pw*y*s(-x): no cancellation for confident positives, and
+// exactly 0 at the infinities where the loss is 0.
 element_value bce_element(double x, double y, double w, double pw) {
-  const double positive = pw * y;
-  const double negative = 1.0 - y;
-  const double loss = w * (scaled_softplus(positive, -x) + scaled_softplus(negative, x));
-  const double grad = w * (negative * sigmoid(x) - positive * sigmoid(-x));
+  const double positive = w * pw * y;
+  const double negative = w * (1.0 - y);
+  const double loss = scaled_softplus(positive, -x) + scaled_softplus(negative, x);
+  const double grad = negative * sigmoid(x) - positive * sigmoid(-x);
   return {loss, grad};
 }
 

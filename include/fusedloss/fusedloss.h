@@ -14,9 +14,10 @@
  * check every argument the host can see before touching memory; a refused call writes nothing and
  * returns a status whose details (the argument's name and a message) go to the optional `err`.
  *
- * Pointers point to host memory when `device` is ::FUSEDLOSS_DEVICE_CPU and to device memory when it
- * is ::FUSEDLOSS_DEVICE_CUDA. The CPU path is the double-precision reference: results are exact up to
- * the final rounding to the output dtype. It ignores `workspace` and `stream`.
+ * Pointers point to host memory when `device` is ::FUSEDLOSS_DEVICE_CPU and to memory of the current
+ * device when it is ::FUSEDLOSS_DEVICE_CUDA (another device's memory is refused). The CPU path is the
+ * double-precision reference: results are exact up to the final rounding to the output dtype. It
+ * ignores `workspace` and `stream`.
  *
  * The header needs no CUDA header: streams travel as `void*` (null is the default stream).
  */
@@ -305,7 +306,8 @@ typedef struct fusedloss_softmax_focal_params {
  *   `grad_logits` scaled by the grad scale, in one pass.
  *
  * `workspace` must hold at least the bytes the workspace_size call gave for the same params (it may be
- * NULL when that is 0); `stream` is a cudaStream_t (NULL: the default stream); `err` may be NULL.
+ * NULL when that is 0) and, on CUDA, be 8-byte aligned (as cudaMalloc's memory is); `stream` is a
+ * cudaStream_t (NULL: the default stream); `err` may be NULL.
  *
  * Memory traffic. CUDA element losses (bce, sigmoid_focal, mse): every call reads logits, targets
  * and a per-element weight once each (per-class vectors are C floats, cached); forward writes the

@@ -507,8 +507,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     ``weight`` broadcasts to the input (a vector along the last dimension is passed as one weight
     per class, any other shape as one weight per element); ``pos_weight`` has one value per class
     (the last dimension). Weights are used as float32. Targets may be soft; the target, weight and
-    pos_weight get no gradient. Deliberate difference: the loss at ``x = -inf, y = 0`` and
-    ``x = +inf, y = 1`` is 0 with gradient 0 (PyTorch: NaN).
+    pos_weight get no gradient. Deliberate differences: the loss at ``x = -inf, y = 0`` and
+    ``x = +inf, y = 1`` is 0 with gradient 0 (PyTorch: NaN), and so is that of an element of
+    weight 0 at an infinite logit (PyTorch: NaN).
 
     Keyword-only extensions: ``empty_mean`` ('nan' as PyTorch, or 'zero') is what ``mean`` gives
     for an empty input; ``grad_scale`` (a float or a 0-dim float tensor on the input's device)

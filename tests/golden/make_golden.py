@@ -233,7 +233,7 @@ def autograd_grad(x, loss, g, reduction):
 
 
 def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_mean="nan",
-        weight=None, pos_weight=False, soft=False, scale=2.0, x=None, y=None):
+        weight=None, pos_weight=False, soft=False, scale=2.0, x=None, y=None, weights=None):
     g = generator(name)
     c = Case(name, "bce")
     element_common(c, M, C, ldt, tdt, reduction, empty_mean)
@@ -246,7 +246,9 @@ def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_m
     R = M // C
     w = wfull = None
     if weight is not None:
-        w = rounded(uniform(g, (M if weight == "per_element" else C,), 0.25, 2.0), "float32")
+        n = M if weight == "per_element" else C
+        w = rounded(uniform(g, (n,), 0.25, 2.0) if weights is None else
+                    torch.tensor(weights, dtype=F64), "float32")
         wfull = w if weight == "per_element" else w.repeat(R)
         if weight == "per_class":
             c.scalar("weight_layout", "per_class")
@@ -260,10 +262,11 @@ def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_m
     kw = dict(weight=None if w is None else wfull.view(R, C), pos_weight=pw)
     elems = F.binary_cross_entropy_with_logits(xr.view(R, C), y.view(R, C), reduction="none",
                                                **kw).reshape(M)
-    # At infinite logits SEMANTICS's formula holds, with a zero coefficient contributing 0:
-    # difference 1 (x = -inf, y = 0 and x = +inf, y = 1 give 0; PyTorch: NaN), and likewise
-    # x = -inf with y > 0 gives +inf where PyTorch's max-shifted form gives NaN (exp(inf - inf)).
-    # The gradient is PyTorch's (finite there).
+    # At infinite logits SEMANTICS's formula holds, with a zero coefficient (the weight included)
+    # contributing 0: difference 1 (x = -inf, y = 0 and x = +inf, y = 1 give 0; PyTorch: NaN),
+    # difference 6 (w = 0 gives 0; PyTorch: NaN), and likewise x = -inf with y > 0 gives +inf where
+    # PyTorch's max-shifted form gives NaN (exp(inf - inf)). The gradient is PyTorch's (finite
+    # there).
     wv0 = torch.ones(M, dtype=F64) if wfull is None else wfull
     pwv0 = torch.ones(M, dtype=F64) if pwfull is None else pw.repeat(R)
     at_inf = torch.isinf(x)
@@ -272,7 +275,7 @@ def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_m
         # The gradient of the unpatched elements (reducing them by hand), the loss patched.
         grad = autograd_grad(xr, {"none": elems, "sum": elems.sum(), "mean": elems.sum() / M}[
             reduction], gl, reduction)
-        sem = wv0 * (times(pwv0 * y, softplus(-x)) + times(1 - y, softplus(x)))
+        sem = times(wv0 * pwv0 * y, softplus(-x)) + times(wv0 * (1 - y), softplus(x))
         elems = torch.where(at_inf, sem, elems.detach())
         loss = {"none": elems, "sum": elems.sum(), "mean": elems.sum() / M}[reduction]
     else:
@@ -280,11 +283,11 @@ def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_m
             xr.view(R, C), y.view(R, C), reduction=reduction, **kw)
         grad = autograd_grad(xr, loss, gl, reduction)
 
-    # SEMANTICS: l = w [pw y softplus(-x) + (1 - y) softplus(x)];
-    # dl/dx = w [sigmoid(x) (1 + (pw - 1) y) - pw y].
+    # SEMANTICS: l = w [pw y softplus(-x) + (1 - y) softplus(x)], each term's coefficient (w pw y
+    # and w (1 - y)) silencing it when 0; dl/dx = w [sigmoid(x) (1 + (pw - 1) y) - pw y].
     wv = torch.ones(M, dtype=F64) if wfull is None else wfull
     pwv = torch.ones(M, dtype=F64) if pwfull is None else pwfull
-    rows2 = wv * (times(pwv * y, softplus(-x)) + times(1 - y, softplus(x)))
+    rows2 = times(wv * pwv * y, softplus(-x)) + times(wv * (1 - y), softplus(x))
     loss2 = reduce_rows(rows2, reduction, M, empty_mean)
     grad2 = wv * (torch.sigmoid(x) * (1 + (pwv - 1) * y) - pwv * y)
     grad2 = grad2 * scale_rows(M, gl, reduction, M)
@@ -677,6 +680,16 @@ def bce_cases():
         x=[1e4, -1e4, 1e4, -1e4, INF, -INF, 3.0, -2.0], y=[1, 0, 0, 1, 1, 0, 0.25, 0.75],
         pos_weight=True)
     bce("bce_inf_float16_mean", M=4, C=2, ldt="float16", x=[INF, 1.0, -1.0, 2.0], y=[0, 1, 0, 1])
+    # Difference 6: a zero weight silences an infinite softplus, each way and with soft targets;
+    # the weighted elements beside them keep their values, and their sum is finite.
+    zx = [-INF, INF, -INF, INF, 1.5, -0.5, INF, -2.0]
+    zy = [1.0, 0.0, 0.5, 0.5, 0.0, 1.0, 0.25, 0.0]
+    zw = [0.0, 0.0, 0.0, 0.0, 1.5, 0.75, 0.0, 2.0]
+    for ldt, reduction in (("float32", "none"), ("bfloat16", "sum"), ("float64", "mean")):
+        bce("bce_zero_weight_at_inf_%s_%s" % (ldt, reduction), M=8, C=2, ldt=ldt, x=zx, y=zy,
+            weight="per_element", weights=zw, pos_weight=True, reduction=reduction)
+    bce("bce_zero_weight_per_class_at_inf_float32_none", M=8, C=4, x=zx, y=zy, weight="per_class",
+        weights=[0.0, 0.0, 0.5, 2.0], reduction="none")
     bce("bce_nan_float32_sum", M=4, C=2, x=[NAN, 1.0, -1.0, 2.0], y=[0, 1, 0, 1], reduction="sum")
 
 

@@ -125,6 +125,24 @@ def test_difference_5_empty_mean_policy(device, empty_mean, value):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_difference_6_bce_zero_weight_silences_an_infinite_logit(device):
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    x = torch.tensor([-INF, INF, INF, 1.0], dtype=dtype, device=device, requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 0.5, 0.0], dtype=dtype, device=device)
+    w = torch.tensor([0.0, 0.0, 0.0, 2.0], dtype=dtype, device=device)
+    ours = fusedloss.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none")
+    theirs = F.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none")
+    assert torch.equal(ours[:3], torch.zeros_like(ours[:3]))
+    assert torch.isnan(theirs[:3]).all()  # PyTorch: 0 * inf, a NaN loss
+    torch.testing.assert_close(ours[3], theirs[3])  # a weighted finite element agrees
+    g, theirs_g = grad_of(ours, x), grad_of(theirs, x)
+    assert torch.equal(g[:3], torch.zeros_like(g[:3]))
+    torch.testing.assert_close(g, theirs_g)  # the gradient agrees (0 where w = 0)
+    total = fusedloss.binary_cross_entropy_with_logits(x, y, weight=w, reduction="sum")
+    torch.testing.assert_close(total, theirs[3])  # not NaN: the silenced elements add 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_empty_inputs_under_none_and_sum(device):
     x = torch.randn(0, 5, device=device, requires_grad=True)
     y = torch.zeros(0, dtype=torch.int64, device=device)
