@@ -1644,6 +1644,52 @@ TYPED_TEST(RowKernels, InPlaceGradient) {
 }
 
 // SEMANTICS.md: softmax focal's mean divides by the count of non-ignored rows, alpha or not.
+// In place on clusters of 4 and of 8 blocks (the last with slices near a block's shared-memory
+// limit), soft-capped, on aligned and on misaligned rows (element-wise loops in every block).
+TYPED_TEST(RowKernels, InPlaceGradientOnLargeClusters) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  if (!clusters_available()) GTEST_SKIP() << "clusters need sm_90";
+  const device_facts f = facts();
+  const auto es = static_cast<int64_t>(element_bytes(dtype));
+  const int64_t vector = 16 / es;
+  const int64_t per_block = (f.shared_optin - 8192) / es / vector * vector;
+  // A forced cluster doubles from 2 blocks until a slice fits: 4 for a row of 3 blocks' worth, 8
+  // for one of 8 blocks' worth less a vector.
+  for (int64_t C : {3 * per_block, 8 * per_block - vector}) {
+    for (int64_t padding : {int64_t{0}, int64_t{3}}) {
+      row_case c;
+      c.tier = row_tier::cluster;
+      c.num_classes = C;
+      c.batch = 3;
+      c.in_place = true;
+      c.row_padding = padding;
+      c.softcap = 5.0;
+      c.label_smoothing = 0.1;
+      c.reduction = FUSEDLOSS_REDUCTION_SUM;
+      expect_matches_reference(c, dtype);
+    }
+  }
+}
+
+// The largest row a block stages takes the block tier; one vector more does not.
+TYPED_TEST(RowKernels, BlockTierEdge) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  const device_facts f = facts();
+  const auto es = static_cast<int64_t>(element_bytes(dtype));
+  const int64_t vector = 16 / es;
+  const int64_t largest = (f.shared_optin - 8192) / es / vector * vector;
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, largest)), row_tier::block);
+  EXPECT_NE(automatic_tier(sized_problem(dtype, largest + vector)), row_tier::block);
+  for (int64_t C : {largest, largest + vector}) {
+    row_case c;
+    c.num_classes = C;
+    c.batch = 2;
+    c.weight = true;
+    c.label_smoothing = 0.1;
+    expect_matches_reference(c, dtype);
+  }
+}
+
 TYPED_TEST(RowKernels, SoftmaxFocalMeanDividesByTheRowCount) {
   row_case c;
   c.kind = loss_kind::softmax_focal;
