@@ -114,6 +114,7 @@ struct row_context {
   float upstream_scale;   // the upstream gradient of every row (the mean's 1 / D included), or
                           // the factor of each row's own value (1, or 1 / D)
   bool empty_mean;        // mean over zero rows or zero total weight
+  float smoothing_share;  // eps / C, what label smoothing gives every class
 
   __device__ row_context(const row_problem& problem, const double* d, const double* w)
       : p(problem),
@@ -122,7 +123,10 @@ struct row_context {
         capped(problem.softcap > 0),
         inverse_cap(problem.softcap > 0 ? 1.0f / problem.softcap : 0.0f),
         per_row_upstream(problem.grad_loss != nullptr &&
-                         problem.reduction == FUSEDLOSS_REDUCTION_NONE) {
+                         problem.reduction == FUSEDLOSS_REDUCTION_NONE),
+        smoothing_share(problem.num_classes > 0
+                            ? problem.label_smoothing / static_cast<float>(problem.num_classes)
+                            : 0.0f) {
     float g = 1.0f;
     if (p.grad_loss != nullptr) {
       if (!per_row_upstream) g = p.grad_loss[0];
@@ -161,13 +165,16 @@ struct row_context {
   }
 
   __device__ float smooth(float q) const {
-    return (1.0f - p.label_smoothing) * q +
-           p.label_smoothing / static_cast<float>(p.num_classes);
+    return (1.0f - p.label_smoothing) * q + smoothing_share;
   }
 
-  // Probability target q_c of row r, unsmoothed.
+  // Probability target q_c of row r, unsmoothed (rows of (N, C) without a division).
   __device__ float probability(int64_t r, int64_t c) const {
-    const int64_t i = (r / p.spatial) * p.num_classes * p.spatial + c * p.spatial + r % p.spatial;
+    return p.spatial == 1 ? probability_at(r * p.num_classes + c)
+                          : probability_at((r / p.spatial) * p.num_classes * p.spatial +
+                                           c * p.spatial + r % p.spatial);
+  }
+  __device__ float probability_at(int64_t i) const {
     switch (p.targets_dtype) {
       case FUSEDLOSS_FLOAT16:
         return __half2float(static_cast<const __half*>(p.targets)[i]);
@@ -239,13 +246,33 @@ struct row_result {
   bool zero_grad;  // ignored row, or mean over nothing: the gradient is exactly 0
 };
 
+// The soft-capped logit where feature F may cap; the logit itself (no tanh compiled in) elsewhere.
+template <feature F>
+__device__ __forceinline__ float cap_of(const row_context& ctx, float x) {
+  if constexpr (kMayCap<F>) {
+    return ctx.cap(x);
+  } else {
+    return x;
+  }
+}
+
+// log2 x on the special-function unit (absolute error ~2^-22: a relative error of ~2e-7 in the
+// 2^(... + log2 |P|) it feeds).
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // A term whose coefficient is exactly 0 contributes exactly 0, even if its factor is infinite.
 __device__ __forceinline__ float term(float coefficient, float factor) {
   return coefficient == 0.0f ? 0.0f : coefficient * factor;
 }
 
 // Finishes a row from its summary (or its saved LSE, in which case `s` only carries the
-// coefficients). `x_y` is the capped target logit (index targets).
+// coefficients). `x_y` is the capped target logit (index targets). Only the losses feature F
+// serves are compiled in.
+template <feature F>
 __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const row_summary& s,
                              float x_y) {
   const row_problem& p = ctx.p;
@@ -260,20 +287,24 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
   const float lse = out.lse;
   const float up = p.grad == nullptr ? 0.0f : ctx.upstream(r);
   const float eps = p.label_smoothing;
-  const float C = static_cast<float>(p.num_classes);
   out.z = term(p.z_loss, lse * lse);
   const float z_grad = up * 2.0f * p.z_loss * lse;
   // -sum_c c_c lp_c over the row (the smoothing term, or the probability-target loss); +inf when
   // a -inf logit has a positive coefficient (its term in `weighted` is -inf).
   const float smoothing_sum = term(s.coefficients, logf(s.sum)) - s.weighted;
 
-  switch (p.kind) {
+  const row_loss kind = F == feature::probability ? row_loss::probability_cross_entropy
+                        : F == feature::smoothing || F == feature::weighted_smoothing
+                            ? row_loss::cross_entropy
+                            : p.kind;
+  switch (kind) {
     case row_loss::cross_entropy: {
       const float w_y = ctx.weight(y);
       const float nll = term(w_y, -(x_y - lse));
-      out.loss = term(1.0f - eps, nll) + (eps > 0 ? term(eps / C, smoothing_sum) : 0.0f) + out.z;
+      out.loss = term(1.0f - eps, nll) +
+                 (eps > 0 ? term(ctx.smoothing_share, smoothing_sum) : 0.0f) + out.z;
       const float a = up * (1.0f - eps) * w_y;
-      const float b = up * eps / C;
+      const float b = up * ctx.smoothing_share;
       out.P = a + (eps > 0 ? b * ctx.weights_total : 0.0f) + z_grad;
       out.A = a;
       out.B = b;
@@ -302,7 +333,7 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
       out.z = 0.0f;
     }
   }
-  out.log2_p = log2f(fabsf(out.P));
+  out.log2_p = fast_log2(fabsf(out.P));
   out.sign = out.P < 0 ? -1.0f : 1.0f;
   return out;
 }
@@ -329,10 +360,12 @@ template <feature F>
 __device__ float target_gradient(const row_context& ctx, const row_result& res, int64_t r,
                                  float raw_x_y) {
   float x = raw_x_y, slope = 1.0f;
-  if (ctx.capped) {
-    const float t = tanhf(x * ctx.inverse_cap);
-    x = ctx.p.softcap * t;
-    slope = 1.0f - t * t;
+  if constexpr (kMayCap<F>) {
+    if (ctx.capped) {
+      const float t = tanhf(x * ctx.inverse_cap);
+      x = ctx.p.softcap * t;
+      slope = 1.0f - t * t;
+    }
   }
   const float c = kHasCoefficients<F> ? ctx.coefficient<F>(r, res.y) : 0.0f;
   return (res.P * expf(x - res.lse) - res.A - res.B * c) * slope;
@@ -490,7 +523,7 @@ __device__ void fold_range(const row_context& ctx, int64_t r, const T* x, int be
   for (int j = begin + static_cast<int>(threadIdx.x); j < end; j += kBlockThreads) {
     const T raw = x[static_cast<int64_t>(j) * step];
     if (stage != nullptr) stage[j - begin] = raw;
-    const float xs[1] = {kMayCap<F> ? ctx.cap(detail::to_float(raw)) : detail::to_float(raw)};
+    const float xs[1] = {cap_of<F>(ctx, detail::to_float(raw))};
     const float cs[1] = {ctx.coefficient<F>(r, j)};
     detail::fold_chunk<1, kHasCoefficients<F>>(xs, cs, xs[0], s);
   }
@@ -592,9 +625,9 @@ __device__ void gradient_range(const row_context& ctx, const row_result& res, in
 // Tiers
 
 // warp: `lanes` lanes (a power of two) per row, 32 / lanes rows per warp; the row waits in
-// registers, as kWarpVectorsPerLane 16-byte vectors a lane (kVector: rows 16-byte aligned, the
-// C % V last classes re-read from L1 in each pass) or kWarpScalarsPerLane elements a lane. Every
-// lane of a warp runs the same iterations so the shuffles see the whole warp.
+// registers, as kWarpVectorsPerLane 16-byte vectors a lane (kVector: rows 16-byte aligned and made
+// of whole vectors) or kWarpScalarsPerLane elements a lane. Every lane of a warp runs the same
+// iterations so the shuffles see the whole warp.
 template <class T, feature F, bool kVector>
 __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     row_warp_kernel(row_problem p, row_workspace w, int lanes) {
@@ -610,8 +643,7 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kWarpThreads + threadIdx.x) / 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kWarpThreads / 32);
   const int C = static_cast<int>(p.num_classes);
-  const int whole = C / kSlotElements;           // slots of the row
-  const int tail_begin = whole * kSlotElements;  // kVector: classes after the last whole vector
+  const int whole = C / kSlotElements;  // slots of the row
   double loss_sum = 0, z_sum = 0;
 
   for (int64_t first = warp * rows_per_warp; first < ctx.rows(); first += warps * rows_per_warp) {
@@ -662,9 +694,6 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
           for (int e = 0; e < kSlotElements; ++e) m = fmaxf(m, x[e]);
         }
       }
-      for (int j = tail_begin + l; active && j < C; j += lanes) {
-        m = fmaxf(m, kMayCap<F> ? ctx.cap(detail::to_float(x_row[j])) : detail::to_float(x_row[j]));
-      }
       for (int offset = lanes / 2; offset > 0; offset /= 2) {
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
       }
@@ -684,12 +713,6 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         }
         detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s);
       }
-      for (int j = tail_begin + l; active && j < C; j += lanes) {
-        const float x[1] = {kMayCap<F> ? ctx.cap(detail::to_float(x_row[j]))
-                                       : detail::to_float(x_row[j])};
-        const float c[1] = {ctx.coefficient<F>(r, j)};
-        detail::accumulate<1, kHasCoefficients<F>>(x, c, s);
-      }
       // Every lane of a group folded relative to the same maximum: the merge only adds.
       for (int offset = lanes / 2; offset > 0; offset /= 2) {
         s.sum += __shfl_xor_sync(0xffffffffu, s.sum, offset);
@@ -701,7 +724,7 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     }
     __syncwarp();  // in place: every lane has read the target logit before any gradient store
     if (!active) continue;
-    const row_result res = finish(ctx, r, y, s, ctx.cap(raw_x_y));
+    const row_result res = finish<F>(ctx, r, y, s, cap_of<F>(ctx, raw_x_y));
     if (l == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + r * p.grad_row_stride;
@@ -728,10 +751,6 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
       } else {
         g_row[i] = detail::from_float<T>(g[0]);
       }
-    }
-    for (int j = tail_begin + l; j < C; j += lanes) {
-      g_row[j] = detail::from_float<T>(
-          gradient_of<F>(ctx, res, detail::to_float(x_row[j]), ctx.coefficient<F>(r, j)));
     }
     __syncwarp(0xffffffffu >> (32 - lanes) << (group * lanes));
     if (l == 0) write_target_gradient<T, F>(ctx, res, r, raw_x_y, g_row);
@@ -767,7 +786,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
       sum_coefficients<F>(ctx, r, 0, C, s);
     }
     s = block_summary(s, scratch);  // its barrier also publishes the staged row
-    const row_result res = finish(ctx, r, y, s, ctx.cap(raw_x_y));
+    const row_result res = finish<F>(ctx, r, y, s, cap_of<F>(ctx, raw_x_y));
     if (threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     T* g_row = static_cast<T*>(p.grad) + ctx.base(r, p.grad_row_stride);
     if (p.grad != nullptr) {
@@ -834,7 +853,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
     const int lane = threadIdx.x % 32;
     row_summary total = *cluster.map_shared_rank(&mine[parity], lane % blocks);
     total = warp_merge(total, blocks);
-    const row_result res = finish(ctx, r, y, total, ctx.cap(raw_x_y));
+    const row_result res = finish<F>(ctx, r, y, total, cap_of<F>(ctx, raw_x_y));
     if (rank == 0 && threadIdx.x == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     T* g_row = static_cast<T*>(p.grad) + r * p.grad_row_stride;
     if (p.grad != nullptr) gradient_range<T, F>(ctx, res, r, stage, true, begin, end, 1, g_row);
@@ -865,24 +884,33 @@ __global__ void __launch_bounds__(kSpatialThreads)
     const T* x_row = static_cast<const T*>(p.logits) + ctx.base(r, p.row_stride);
     const int64_t y = ctx.target(r);
     const float raw_x_y = raw_target_logit(ctx, x_row, y);
+    // Probability targets of the row: q_c at targets_row + c * S (no division per class).
+    const int64_t targets_row = (r / S) * p.num_classes * S + r % S;
+    const auto coefficient = [&](int64_t c) {
+      if constexpr (F == feature::probability) {
+        return ctx.weight(c) * ctx.smooth(ctx.probability_at(targets_row + c * S));
+      } else {
+        return ctx.coefficient<F>(r, c);
+      }
+    };
     row_summary s = row_summary::none();
     if (!p.read_lse) {
       for (int64_t c = 0; c < p.num_classes; ++c) {
         const float x[1] = {ctx.cap(detail::to_float(x_row[c * S]))};
-        const float k[1] = {ctx.coefficient<F>(r, c)};
+        const float k[1] = {coefficient(c)};
         detail::fold_chunk<1, kHasCoefficients<F>>(x, k, x[0], s);
       }
     } else if constexpr (F == feature::probability) {  // P needs the coefficients' sum
-      for (int64_t c = 0; c < p.num_classes; ++c) s.coefficients += ctx.coefficient<F>(r, c);
+      for (int64_t c = 0; c < p.num_classes; ++c) s.coefficients += coefficient(c);
     }
-    const row_result res = finish(ctx, r, y, s, ctx.cap(raw_x_y));
+    const row_result res = finish<F>(ctx, r, y, s, cap_of<F>(ctx, raw_x_y));
     write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + ctx.base(r, p.grad_row_stride);
     for (int64_t c = 0; c < p.num_classes; ++c) {
       const float g = res.zero_grad ? 0.0f
                                     : gradient_of<F>(ctx, res, detail::to_float(x_row[c * S]),
-                                                     ctx.coefficient<F>(r, c));
+                                                     coefficient(c));
       g_row[c * S] = detail::from_float<T>(g);
     }
     write_target_gradient<T, F>(ctx, res, r, raw_x_y, g_row);  // this thread wrote the row
@@ -1075,7 +1103,8 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
   const int64_t C = p.num_classes;
   const size_t bytes = element_size(p.logits_dtype);
   const int64_t vector = detail::kVectorBytes / static_cast<int64_t>(bytes);
-  const bool aligned_rows = rows_aligned(p);
+  // The warp tier's vector path holds whole 16-byte vectors of 16-byte-aligned rows.
+  const bool aligned_rows = rows_aligned(p) && C % vector == 0;
   const int64_t warp_capacity =
       32 * (aligned_rows ? kWarpVectorsPerLane * vector : kWarpScalarsPerLane);
   const size_t block_budget = static_cast<size_t>(f.max_shared) - kStaticSharedReserve;
