@@ -41,6 +41,8 @@ struct element_case {
   double gamma = 2.0;
   double logit_range = 6.0;
   int64_t offset = 0;  // elements each array starts past its allocation: 1 misaligns it
+  bool grad_shifted = false;  // the gradient one element further still: element by element
+  bool in_place = false;      // grad_logits == logits
   float grad_scale = 1.0f;
   bool grad_scale_ptr = false;
 
@@ -54,7 +56,8 @@ struct element_case {
            " hard=" + std::to_string(hard_targets) + " f32_targets=" +
            std::to_string(float32_targets) + " alpha=" + std::to_string(alpha) +
            " gamma=" + std::to_string(gamma) + " range=" + std::to_string(logit_range) +
-           " offset=" + std::to_string(offset) + " scale=" + std::to_string(grad_scale) +
+           " offset=" + std::to_string(offset) + (grad_shifted ? "+1 (grad)" : "") +
+           (in_place ? " in_place" : "") + " scale=" + std::to_string(grad_scale) +
            (grad_scale_ptr ? "*ptr" : "");
   }
 };
@@ -134,6 +137,10 @@ struct bound {
   void* loss;
   void* grad;
 };
+
+// Where the gradient starts in its allocation, and the allocation's length (elements).
+int64_t grad_start(const element_case& c) { return c.offset + (c.grad_shifted ? 1 : 0); }
+size_t grad_count(const element_case& c) { return static_cast<size_t>(c.numel + grad_start(c)); }
 
 size_t loss_count(const element_case& c) {
   return c.reduction == FUSEDLOSS_REDUCTION_NONE ? static_cast<size_t>(c.numel + c.offset) : 1;
@@ -237,7 +244,7 @@ struct device_arrays {
         pos_weight(in.pos_weight),
         scale(in.scale),
         loss(loss_count(c) * sizeof(float)),
-        grad(in.logits.size_bytes()) {
+        grad(c.in_place ? 0 : grad_count(c) * (in.logits.size_bytes() / in.logits.size())) {
     poison();
   }
 
@@ -258,7 +265,8 @@ struct device_arrays {
             static_cast<const float*>(pos_weight.data()),
             static_cast<const float*>(scale.data()),
             advance(loss.data(), none ? c.offset : 0, FUSEDLOSS_FLOAT32),
-            advance(grad.data(), c.offset, dtype)};
+            c.in_place ? advance(logits.data(), c.offset, dtype)
+                       : advance(grad.data(), grad_start(c), dtype)};
   }
 };
 
@@ -269,7 +277,7 @@ struct host_outputs {
 // Runs the case on the CPU reference (host buffers) and returns its outputs.
 host_outputs run_reference(const element_case& c, fusedloss_dtype dtype, const inputs& in) {
   host_outputs out{buffer::poisoned(FUSEDLOSS_FLOAT32, loss_count(c)),
-                   buffer::poisoned(dtype, in.logits.size())};
+                   buffer::poisoned(dtype, grad_count(c))};
   const fusedloss_dtype tdtype = c.float32_targets ? FUSEDLOSS_FLOAT32 : dtype;
   const bool none = c.reduction == FUSEDLOSS_REDUCTION_NONE;
   const bound b{advance(in.logits.data(), c.offset, dtype),
@@ -280,7 +288,7 @@ host_outputs run_reference(const element_case& c, fusedloss_dtype dtype, const i
                 static_cast<const float*>(in.pos_weight.data()),
                 static_cast<const float*>(in.scale.data()),
                 advance(out.loss.data(), none ? c.offset : 0, FUSEDLOSS_FLOAT32),
-                advance(out.grad.data(), c.offset, dtype)};
+                advance(out.grad.data(), grad_start(c), dtype)};
   run(c, dtype, FUSEDLOSS_DEVICE_CPU, b);
   return out;
 }
@@ -303,9 +311,9 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
   ASSERT_EQ(run(c, dtype, FUSEDLOSS_DEVICE_CUDA, dev.bind(c, dtype)), FUSEDLOSS_SUCCESS);
   FUSEDLOSS_CUDA_OK(cudaDeviceSynchronize());
   host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, loss_count(c)),
-                   buffer::poisoned(dtype, in.logits.size())};
+                   buffer::poisoned(dtype, c.in_place ? in.logits.size() : grad_count(c))};
   dev.loss.download(got.loss);
-  dev.grad.download(got.grad);
+  (c.in_place ? dev.logits : dev.grad).download(got.grad);
 
   const bool none = c.reduction == FUSEDLOSS_REDUCTION_NONE;
   if (c.call != which_call::backward) {
@@ -317,8 +325,8 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
     }
   }
   if (c.call != which_call::forward) {
-    expect_close(tail(got.grad, c.offset), tail(want.grad, c.offset), tolerance_for(dtype),
-                 "grad");
+    expect_close(tail(got.grad, c.in_place ? c.offset : grad_start(c)),
+                 tail(want.grad, grad_start(c)), tolerance_for(dtype), "grad");
   }
 }
 
@@ -377,6 +385,23 @@ TYPED_TEST(ElementKernels, MisalignedStarts) {
         c.weight = kind == loss_kind::bce;
         expect_matches_reference(c, TestFixture::dtype);
       }
+    }
+  }
+}
+
+// Off the vector path (the gradient misaligned against the logits: every element one at a time)
+// and in place (the gradient over the logits), for every loss.
+TYPED_TEST(ElementKernels, ScalarPathAndInPlace) {
+  for (loss_kind kind : kKinds) {
+    for (int mode = 0; mode < 2; ++mode) {
+      element_case c;
+      c.kind = kind;
+      c.numel = 4097;
+      c.reduction = FUSEDLOSS_REDUCTION_SUM;
+      c.weight = kind == loss_kind::bce;
+      c.grad_shifted = mode == 0;
+      c.in_place = mode == 1;
+      expect_matches_reference(c, TestFixture::dtype);
     }
   }
 }
