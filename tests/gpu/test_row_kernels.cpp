@@ -1971,17 +1971,16 @@ TYPED_TEST(RowKernels, LargeRunsAreBitwiseIdentical) {
 // ------------------------------------------------------------------------------------------------
 // More than 2^32 logits.
 
-// bfloat16 logits (33000, 131072): 4.3e9 elements, 8.6 GB, and as much gradient; row 32768 starts
-// at element 2^32, row 16384 at byte 2^32. The rows repeat with a period of 61 rows (which divides
+// Logits (33000, 131072): 4.3e9 elements, 8.6 GB in bfloat16 (17.3 GB in float32), and as much
+// gradient; row 32768 starts at element 2^32, row 16384 (bfloat16) or 8192 (float32) at byte 2^32. The rows repeat with a period of 61 rows (which divides
 // neither 2^14 nor 2^15, so an offset that wraps at 32 bits lands on a row with other values): the
 // reference runs on the 61 distinct rows, the GPU's every LSE and loss and sampled gradient rows
 // on both sides of 2^32 are checked against it, and the sum against the per-row losses times their
 // multiplicity, within the per-row bounds summed.
-TEST(RowKernelsHuge, LargeBatchTimesVocabAbove2To32) {
-  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
-  const fusedloss_dtype dtype = FUSEDLOSS_BFLOAT16;
+void expect_huge_batch(fusedloss_dtype dtype) {
+  SCOPED_TRACE(fusedloss_dtype_string(dtype));
   const int64_t N = 33000, C = 131072, period = 61;
-  const size_t logits_bytes = static_cast<size_t>(N * C) * 2;
+  const size_t logits_bytes = static_cast<size_t>(N * C) * element_bytes(dtype);
   const size_t needed = 2 * logits_bytes + (size_t{1} << 29);  // logits, gradient, 512 MiB more
   size_t free_bytes = 0, total_bytes = 0;
   FUSEDLOSS_CUDA_OK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -2011,7 +2010,7 @@ TEST(RowKernelsHuge, LargeBatchTimesVocabAbove2To32) {
   ASSERT_NE(logits.data(), nullptr);
   ASSERT_NE(grad.data(), nullptr);
   auto* base = static_cast<unsigned char*>(logits.data());
-  const size_t row_bytes = static_cast<size_t>(C) * 2;
+  const size_t row_bytes = static_cast<size_t>(C) * element_bytes(dtype);
   FUSEDLOSS_CUDA_OK(cudaMemcpy(base, in.logits.data(), period * row_bytes, cudaMemcpyHostToDevice));
   for (int64_t filled = period; filled < N;) {
     const int64_t n = std::min(filled, N - filled);
@@ -2124,6 +2123,11 @@ TEST(RowKernelsHuge, LargeBatchTimesVocabAbove2To32) {
             counted(u, in, k) ? checks::tolerance{b.scale[k] * b.t[k], kLossRtol}
                               : checks::tolerance{0, 0});
   }
+}
+
+TEST(RowKernelsHuge, LargeBatchTimesVocabAbove2To32) {
+  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
+  for (fusedloss_dtype dtype : {FUSEDLOSS_BFLOAT16, FUSEDLOSS_FLOAT32}) expect_huge_batch(dtype);
 }
 
 }  // namespace
