@@ -2083,7 +2083,8 @@ void expect_huge_batch(fusedloss_dtype dtype) {
   {
     const checks::tolerance dt = checks::rounding_tolerance(dtype);
     for (int64_t row :
-         {int64_t{0}, int64_t{1}, int64_t{2}, period, int64_t{16383}, int64_t{16384},
+         {int64_t{0}, int64_t{1}, int64_t{2}, period, int64_t{8191}, int64_t{8192}, int64_t{16383},
+          int64_t{16384},
           int64_t{32767}, int64_t{32768}, int64_t{32769}, int64_t{32768} + period, N - 1}) {
       buffer got = buffer::poisoned(dtype, C);
       FUSEDLOSS_CUDA_OK(cudaMemcpy(got.data(),
