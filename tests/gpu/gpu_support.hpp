@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -36,6 +38,18 @@ inline std::string why_no_gpu() {
       GTEST_SKIP() << "GPU test skipped: " << why;                              \
     }                                                                           \
   } while (0)
+
+/// A large test's size times FUSEDLOSS_TEST_SIZE_SCALE (default 1; at least 1 element): tools that
+/// run the suite many times slower than a GPU (compute-sanitizer, a simulator) shrink the large
+/// tests with it. Below 1 the tests no longer reach the sizes their names promise (grids that turn,
+/// 2^26 elements), which a run at scale 1 on a GPU must still check.
+inline int64_t scaled_size(int64_t n) {
+  static const double scale = [] {
+    const char* s = std::getenv("FUSEDLOSS_TEST_SIZE_SCALE");
+    return s != nullptr ? std::atof(s) : 1.0;
+  }();
+  return scale == 1.0 ? n : std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n) * scale));
+}
 
 /// Asserts that a CUDA runtime call succeeded, naming its error otherwise.
 #define FUSEDLOSS_CUDA_OK(expr)                                      \

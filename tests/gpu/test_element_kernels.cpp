@@ -348,7 +348,7 @@ constexpr fusedloss_reduction kReductions[] = {FUSEDLOSS_REDUCTION_NONE, FUSEDLO
 
 TYPED_TEST(ElementKernels, SizesThatBreakKernels) {
   for (int64_t numel : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{4095}, int64_t{4097},
-                        (int64_t{1} << 20) + 3}) {
+                        fusedloss::gpu_tests::scaled_size((int64_t{1} << 20) + 3)}) {
     for (loss_kind kind : kKinds) {
       for (fusedloss_reduction reduction : kReductions) {
         element_case c;
@@ -473,7 +473,7 @@ TYPED_TEST(ElementKernels, EveryCall) {
 
 TYPED_TEST(ElementKernels, LargestThatFitsATest) {
   element_case c;
-  c.numel = (int64_t{1} << 26) + 5;
+  c.numel = fusedloss::gpu_tests::scaled_size((int64_t{1} << 26) + 5);
   c.weight = true;
   expect_matches_reference(c, TestFixture::dtype);
 }

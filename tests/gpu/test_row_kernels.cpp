@@ -914,7 +914,8 @@ void expect_matches_reference(const row_case& c, fusedloss_dtype dtype) {
 
 // One layout per tier, at a size where that tier runs: warp (C = 33), block (C = 4097), cluster
 // forced at C = 1000 (where warp would run; refused before sm_90), two_pass forced at C = 1000,
-// spatial (S = 5). Probability targets and a backward from the saved LSE run two_pass on the
+// (N, C, S) with S = 5 (two_pass over strided rows: too few positions for a thread each) and
+// spatial forced there. Probability targets and a backward from the saved LSE run two_pass on the
 // automatic layouts, and skip the forced on-chip ones, which cannot hold them.
 struct layout {
   int64_t num_classes, batch, spatial;
@@ -924,7 +925,8 @@ constexpr layout kLayouts[] = {{33, 5, 1, row_tier::automatic},
                                {4097, 3, 1, row_tier::automatic},
                                {1000, 3, 1, row_tier::cluster},
                                {1000, 4, 1, row_tier::two_pass},
-                               {33, 3, 5, row_tier::automatic}};
+                               {33, 3, 5, row_tier::automatic},
+                               {33, 3, 5, row_tier::spatial}};
 
 void on_every_layout(row_case c, fusedloss_dtype dtype) {
   for (const layout& l : kLayouts) {
@@ -1207,7 +1209,7 @@ TYPED_TEST(RowKernels, LargeGridStrideLoops) {
      // (sms * 2 blocks of 256 rows) turns too
     row_case c;
     c.num_classes = 2;
-    c.batch = int64_t{f.sms} * 8 * 8 * 32 + 37;
+    c.batch = fusedloss::gpu_tests::scaled_size(int64_t{f.sms} * 8 * 8 * 32 + 37);
     c.tier = row_tier::warp;
     c.ignored = 0.1;
     c.invalid = 0.01;
@@ -1216,7 +1218,7 @@ TYPED_TEST(RowKernels, LargeGridStrideLoops) {
   {  // warp, 32 lanes a row (C = 257): sms * 8 blocks of 8 rows
     row_case c;
     c.num_classes = 257;
-    c.batch = int64_t{f.sms} * 8 * 8 + 37;
+    c.batch = fusedloss::gpu_tests::scaled_size(int64_t{f.sms} * 8 * 8 + 37);
     c.tier = row_tier::warp;
     c.reduction = FUSEDLOSS_REDUCTION_SUM;
     c.label_smoothing = 0.1;
@@ -1254,7 +1256,7 @@ TYPED_TEST(RowKernels, LargeGridStrideLoops) {
     row_case c;
     c.num_classes = 2;
     c.batch = 2;
-    c.spatial = int64_t{f.sms} * 8 * 256 / 2 + 37;
+    c.spatial = fusedloss::gpu_tests::scaled_size(int64_t{f.sms} * 8 * 256 / 2 + 37);
     c.label_smoothing = 0.1;
     cases.push_back(c);
   }
@@ -1932,13 +1934,14 @@ TYPED_TEST(RowKernels, LargeRunsAreBitwiseIdentical) {
     c.z_loss_out = true;
     return c;
   };
+  const auto n = [](int64_t rows) { return fusedloss::gpu_tests::scaled_size(rows); };
   std::vector<row_case> cases = {
-      make(1000, 4096, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_SUM),  // warp
+      make(500, n(4096), 1, row_tier::automatic, FUSEDLOSS_REDUCTION_SUM),  // warp
       make(32000, 64, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_MEAN),  // block
       make(4097, 300, 1, row_tier::cluster, FUSEDLOSS_REDUCTION_SUM),
-      make(33, 4096, 1, row_tier::two_pass, FUSEDLOSS_REDUCTION_MEAN),
-      make(33, 64, 300, row_tier::automatic, FUSEDLOSS_REDUCTION_SUM),    // spatial
-      make(1000, 64, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_NONE)};  // warp, per row
+      make(33, n(4096), 1, row_tier::two_pass, FUSEDLOSS_REDUCTION_MEAN),
+      make(33, 64, 300, row_tier::spatial, FUSEDLOSS_REDUCTION_SUM),
+      make(500, 64, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_NONE)};  // warp, per row
   cases.back().kind = loss_kind::softmax_focal;
   row_case probability = make(1000, 256, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_MEAN);
   probability.kind = loss_kind::probability;
