@@ -1,13 +1,17 @@
 // Element losses on the GPU: BCE with logits, sigmoid focal, MSE.
 //
-// Algorithm. One grid-stride pass over the M elements. Each thread takes chunks of 16 / sizeof(T)
-// elements (T the logits' type: 4 for float32, 8 for 16-bit), loads logits, targets and a
-// per-element weight with 16-byte vector loads, computes each element's loss and d loss / dx in
+// Algorithm. One grid-stride pass over the M elements, the loss fixed at compile time. Each thread
+// takes chunks of 16 / sizeof(T) elements (T the logits' type: 4 for float32, 8 for 16-bit), loads
+// logits, targets and a per-element weight with 16-byte vector loads (two chunks' worth before it
+// computes either, where the registers allow), computes each element's loss and d loss / dx in
 // float32, and stores the gradient (and, under `none`, the per-element loss) with 16-byte stores.
-// Elements before the logits' first 16-byte boundary and after the last whole chunk go through the
-// same code one at a time; if the other arrays are not aligned at the same element the whole pass
-// is element by element. Under `sum`/`mean` each thread keeps a double partial sum, reduced per
-// block and then in a fixed-order one-block pass (detail/reduce.cuh): deterministic, no atomics.
+// A lean copy of the loop serves the common call (no weights, one upstream value, an integer gamma);
+// per-class vectors are indexed through a class cursor that the grid stride advances, not by a
+// division an element. Elements before the logits' first 16-byte boundary and after the last
+// whole chunk go through the same code one at a time; if the other arrays are not aligned at the
+// same element the whole pass is element by element. Under `sum`/`mean` each thread adds its
+// chunks' float32 sums into a double, reduced per block and then in a fixed-order one-block pass
+// (detail/reduce.cuh): deterministic, no atomics.
 //
 // Bytes moved (fused forward+backward, the training call): logits and targets read once, the
 // per-element weight read once when there is one, the gradient written once; per-class vectors
@@ -15,9 +19,9 @@
 // (4 bytes an element); under `sum`/`mean` 8 bytes a block go to the workspace. The upstream
 // gradient is a device scalar (or one value an element under `none`), read once per thread.
 //
-// Stability. softplus(t) = max(t, 0) + log1p(exp(-|t|)) and a two-sided sigmoid never overflow;
-// a loss term whose coefficient is exactly 0 is skipped, so an infinite softplus beside a zero
-// target gives 0, not NaN. Focal loss forms 1 - p_t as sigma(x)(1 - y) + sigma(-x) y (no
+// Stability. softplus(t) = max(t, 0) + log1p(exp(-|t|)) and a two-sided sigmoid, from one
+// exp(-|t|), never overflow; a loss term whose coefficient (the weight included) is exactly 0 is
+// skipped, so an infinite softplus beside a zero target or a zero weight gives 0, not NaN. Focal loss forms 1 - p_t as sigma(x)(1 - y) + sigma(-x) y (no
 // cancellation) and, for hard targets, the gradient form with no negative power of 1 - p_t, so it
 // stays finite for gamma in (0, 1) at saturated logits.
 #include <cuda_bf16.h>
