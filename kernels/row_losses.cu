@@ -13,22 +13,25 @@
 // (`feature`): a row without options runs none of their instructions.
 //
 // Tiers differ in where the row waits between the fold and the gradient:
-//   - warp (S = 1, C up to 1024 float32 / 2048 16-bit values): a power-of-two part of a warp per
-//     row, the row in registers (16-byte vectors, 8 a lane, all loads in flight at once). One
-//     read of the logits, one write of the gradient. Also the forward alone and the backward
-//     from a saved LSE at these sizes.
+//   - warp (S = 1, C up to 512 float32 / 1024 16-bit values in whole 16-byte vectors, else up to
+//     512): a power-of-two part of a warp per row, the row in registers (4 vectors or 16 elements
+//     a lane, all loads in flight at once). One read of the logits, one write of the gradient.
+//     Also the forward alone and the backward from a saved LSE at these sizes.
 //   - block (S = 1, the row fits in one block's shared memory): a block per row, the row staged in
 //     shared memory as it is read. One read, one write.
 //   - cluster (sm_90, S = 1, the row fits in up to 8 blocks' shared memory): a thread-block cluster
 //     per row, each block holding a slice; the blocks exchange their summaries through distributed
-//     shared memory and merge them in rank order. One read, one write.
+//     shared memory and merge them in rank order. The smallest cluster at which two blocks fit an
+//     SM, so that one row's reads overlap another's writes; as many clusters as the device keeps
+//     resident (cudaOccupancyMaxActiveClusters). One read, one write.
 //   - two_pass (anything else: probability targets, rows too large, (N, C, S) layouts with few
 //     positions, the forward alone and the backward from a saved LSE): a block per row folds the
 //     row from memory, then reads it again for the gradient (the forward alone and a backward
 //     given the LSE read it once).
 //   - spatial ((N, C, S) with many positions): a thread per row, consecutive threads on
 //     consecutive positions so that each class's loads coalesce; two passes like two_pass.
-// The streaming loops keep kUnroll 16-byte loads in flight per thread; rows that are not 16-byte
+// The streaming loops keep 4 16-byte logit loads in flight per thread (2 for soft-capped rows and
+// probability targets, whose tanh and target loads fill the registers); rows that are not 16-byte
 // aligned take an element-by-element loop.
 //
 // Reductions. `mean` of index targets divides by D = sum of weight[y] over counted rows, which
@@ -92,12 +95,13 @@ template <feature F>
 constexpr bool kHasCoefficients = F != feature::plain;
 template <feature F>
 constexpr bool kMayCap = F == feature::general || F == feature::probability;
-// Logit vectors a streaming loop keeps in flight: fewer where each brings its coefficients' loads
-// too (two float4 of weights per vector of 16-bit logits), which keeps the loop out of local memory.
+// Logit vectors a streaming loop keeps in flight: fewer where a soft-cap's tanh or probability
+// targets' loads beside them would push the loop into local memory.
 template <feature F>
 constexpr int kUnrollOf = F == feature::general || F == feature::probability ? kUnroll / 2 : kUnroll;
 // Resident blocks a kernel is compiled for (at 256 threads: 4 is 64 registers a thread and 50%
-// occupancy); the options' coefficients and tanh need a few more registers.
+// occupancy, 3 is 80, 2 is 128): the options' coefficients and tanh need more registers, and weighted
+// smoothing keeps 4 vectors of logits with their 8 of weights in flight.
 template <feature F>
 constexpr int kMinBlocksOf = F == feature::plain ? 4 : F == feature::weighted_smoothing ? 2 : 3;
 
