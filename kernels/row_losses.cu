@@ -971,6 +971,16 @@ cudaError_t query_device(device_facts* f) {
 
 size_t element_size(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ? 4 : 2; }
 
+// Blocks of the mean's normaliser prepass (index targets under mean), else 0.
+int prepass_blocks_of(const row_problem& p, int sms) {
+  if (p.kind == row_loss::probability_cross_entropy || p.reduction != FUSEDLOSS_REDUCTION_MEAN) {
+    return 0;
+  }
+  const int64_t rows = p.batch * p.spatial;
+  return static_cast<int>(
+      std::clamp<int64_t>((rows + kPrepassThreads - 1) / kPrepassThreads, 1, int64_t{2} * sms));
+}
+
 feature feature_of(const row_problem& p) {
   if (p.kind == row_loss::probability_cross_entropy) return feature::probability;
   if (p.softcap > 0) return feature::general;
@@ -992,6 +1002,7 @@ bool rows_aligned(const row_problem& p) {
 }
 
 struct plan {
+  device_facts facts;  // of the current device, queried once a plan
   row_tier tier;
   feature features;
   bool vector = true;  // warp tier: rows 16-byte aligned
@@ -1048,8 +1059,8 @@ auto for_types(fusedloss_dtype dtype, feature f, Args&&... args) {
 }
 
 // How many clusters of `cluster` blocks of `shared` dynamic bytes the device keeps resident at
-// once (0: none, or no sm_90 code). Raises the kernel's shared-memory limit to `budget` first
-// (see shared_limit).
+// once (0: none, or no sm_90 code). Raises the kernel's shared-memory limit to `budget` first,
+// the same value on every call (see block_shared_limit), which the launch then relies on.
 template <class T, feature F>
 struct cluster_capacity {
   static cudaError_t run(int cluster, size_t shared, int budget, int* active) {
@@ -1082,18 +1093,12 @@ struct cluster_capacity {
   }
 };
 
-// Raises a kernel's dynamic shared memory limit to the device's whole budget, the same value on
-// every call, so that concurrent calls of different sizes never undo each other's setting.
+// Raises the block kernel's dynamic shared memory limit to the device's whole budget, the same
+// value on every call, so that concurrent calls of different sizes never undo each other's setting
+// (cluster_capacity does the same for the cluster kernel while the plan is made).
 template <class T, feature F>
-struct shared_limit {
-  static cudaError_t run(row_tier tier, int budget) {
-    if (tier == row_tier::cluster) {
-      if constexpr (F != feature::probability) {
-        return cudaFuncSetAttribute(row_cluster_kernel<T, F>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, budget);
-      }
-      return cudaErrorInvalidValue;
-    }
+struct block_shared_limit {
+  static cudaError_t run(int budget) {
     return cudaFuncSetAttribute(row_block_kernel<T, F>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 budget);
   }
@@ -1165,6 +1170,7 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
   if (!allowed) return cudaErrorInvalidValue;
 
   plan pl{};
+  pl.facts = f;
   pl.tier = tier;
   pl.features = features;
   pl.vector = aligned_rows;
@@ -1202,11 +1208,9 @@ cudaError_t make_plan(const row_problem& p, plan* out) {
       pl.blocks = cap((rows + kSpatialThreads - 1) / kSpatialThreads, sms * 8);
       break;
     default:
-      pl.blocks = cap(rows, sms * (2048 / kBlockThreads));
+      pl.blocks = cap(rows, sms * kMostBlocksPerSm);
   }
-  if (index_targets && p.reduction == FUSEDLOSS_REDUCTION_MEAN) {
-    pl.prepass_blocks = cap((rows + kPrepassThreads - 1) / kPrepassThreads, sms * 2);
-  }
+  pl.prepass_blocks = prepass_blocks_of(p, f.sms);
   pl.weights_total = features == feature::weighted_smoothing ||
                      (features == feature::general && p.label_smoothing > 0 && p.weight != nullptr);
   *out = pl;
@@ -1223,18 +1227,11 @@ struct layout {
 };
 
 layout layout_of(const row_problem& p, int sms) {
-  const int64_t rows = p.batch * p.spatial;
   const bool reduced = p.reduction != FUSEDLOSS_REDUCTION_NONE;
   const size_t partials = static_cast<size_t>(sms) * kMostBlocksPerSm;
-  const bool index_targets = p.kind != row_loss::probability_cross_entropy;
   layout l{};
   l.prepass = 0;
-  const size_t prepass =
-      index_targets && p.reduction == FUSEDLOSS_REDUCTION_MEAN
-          ? static_cast<size_t>(std::clamp<int64_t>((rows + kPrepassThreads - 1) / kPrepassThreads,
-                                                    1, int64_t{2} * sms))
-          : 0;
-  l.normaliser = prepass;
+  l.normaliser = static_cast<size_t>(prepass_blocks_of(p, sms));
   l.weights_total = l.normaliser + 1;
   l.loss = l.weights_total + 1;
   l.z = l.loss + (reduced ? partials : 0);
@@ -1309,10 +1306,8 @@ cudaError_t row_workspace_bytes(const row_problem& p, size_t* bytes) {
   row_problem q = p;
   q.read_lse = false;
   plan pl{};
-  cudaError_t e = make_plan(q, &pl);
-  device_facts f{};
-  if (e == cudaSuccess) e = query_device(&f);
-  if (e == cudaSuccess) *bytes = layout_of(p, f.sms).total * sizeof(double);
+  const cudaError_t e = make_plan(q, &pl);
+  if (e == cudaSuccess) *bytes = layout_of(p, pl.facts.sms).total * sizeof(double);
   return e;
 }
 
@@ -1321,9 +1316,7 @@ cudaError_t run_row_loss(const row_problem& problem, void* workspace, cudaStream
   cudaError_t e = make_plan(problem, &pl);
   if (e != cudaSuccess) return e;
   row_problem p = problem;
-  device_facts f{};
-  if ((e = query_device(&f)) != cudaSuccess) return e;
-  const layout l = layout_of(p, f.sms);
+  const layout l = layout_of(p, pl.facts.sms);
   auto* base = static_cast<double*>(workspace);
   const int64_t rows = p.batch * p.spatial;
   // forward_backward may ask for the z-loss term without the loss.
@@ -1355,9 +1348,10 @@ cudaError_t run_row_loss(const row_problem& problem, void* workspace, cudaStream
   const row_workspace w{normaliser, weights_total, reduced ? base + l.loss : nullptr,
                         reduced ? base + l.z : nullptr};
   if (rows > 0) {
-    if (pl.shared > 0) {
-      e = for_types<shared_limit>(p.logits_dtype, pl.features, pl.tier,
-                                  f.max_shared - static_cast<int>(kStaticSharedReserve));
+    if (pl.tier == row_tier::block) {
+      e = for_types<block_shared_limit>(
+          p.logits_dtype, pl.features,
+          pl.facts.max_shared - static_cast<int>(kStaticSharedReserve));
       if (e != cudaSuccess) return e;
     }
     e = for_types<launch_tier>(p.logits_dtype, pl.features, p, pl, w, stream);

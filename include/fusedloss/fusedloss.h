@@ -315,13 +315,16 @@ typedef struct fusedloss_softmax_focal_params {
  * backward also reads grad_loss once and writes grad_logits once; forward_backward writes
  * grad_logits and the loss once each in the same single pass. CUDA row losses (cross_entropy,
  * softmax_focal) with class-index targets and S = 1: forward and forward_backward read each row of
- * logits once, and forward_backward writes each gradient element once, whenever the row fits on
+ * logits once, and forward_backward writes each gradient element once (the target's twice: its
+ * value without the true-class term, then with it), whenever the row fits on
  * the chip (C up to ~100K 16-bit or ~50K float32 values in one block's shared memory, up to 8x that
  * in a cluster on sm_90); past that, and for probability targets, the logits are read twice (a
  * statistics pass, then the gradient pass); backward reads them once when given the saved `lse`,
  * else as forward_backward does. Per row they read the target (and its weight) once and write the
  * loss, `lse` and `z_loss_out` values asked for; `mean` with class-index targets adds a read of
- * the targets to sum its normaliser on the device first. The (N, C, S) layout with S > 1 reads the
+ * the targets to sum its normaliser on the device first, and label smoothing with class weights a
+ * read of the C weights for their total (plus a copy of them into the workspace when they are not
+ * 16-byte aligned). The (N, C, S) layout with S > 1 reads the
  * logits twice. Probability targets are read as often as the logits.
  * The CPU path (the reference) reads each element input once, and a row's logits twice for its
  * LSE (max, then sum) plus once more for the outputs written from it.

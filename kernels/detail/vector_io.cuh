@@ -122,13 +122,14 @@ __device__ __forceinline__ float vectors_max(const uint4 (&raw)[N]) {
 template <int N, class T>
 __device__ __forceinline__ void load_chunk(const T* p, float (&out)[N]) {
   if constexpr (N * sizeof(T) % kVectorBytes == 0) {
-    constexpr int kPerVector = kVectorBytes / sizeof(T);
+    constexpr int V = kPerVector<T>;
 #pragma unroll
-    for (int v = 0; v < N / kPerVector; ++v) {
+    for (int v = 0; v < N / V; ++v) {
       const uint4 raw = reinterpret_cast<const uint4*>(p)[v];
-      const T* elements = reinterpret_cast<const T*>(&raw);
+      float values[V];
+      unpack<T>(raw, values);
 #pragma unroll
-      for (int k = 0; k < kPerVector; ++k) out[v * kPerVector + k] = to_float(elements[k]);
+      for (int k = 0; k < V; ++k) out[v * V + k] = values[k];
     }
   } else {
 #pragma unroll
@@ -140,14 +141,13 @@ __device__ __forceinline__ void load_chunk(const T* p, float (&out)[N]) {
 template <int N, class T>
 __device__ __forceinline__ void store_chunk(T* p, const float (&in)[N]) {
   if constexpr (N * sizeof(T) % kVectorBytes == 0) {
-    constexpr int kPerVector = kVectorBytes / sizeof(T);
+    constexpr int V = kPerVector<T>;
 #pragma unroll
-    for (int v = 0; v < N / kPerVector; ++v) {
-      uint4 raw;
-      T* elements = reinterpret_cast<T*>(&raw);
+    for (int v = 0; v < N / V; ++v) {
+      float values[V];
 #pragma unroll
-      for (int k = 0; k < kPerVector; ++k) elements[k] = from_float<T>(in[v * kPerVector + k]);
-      reinterpret_cast<uint4*>(p)[v] = raw;
+      for (int k = 0; k < V; ++k) values[k] = in[v * V + k];
+      reinterpret_cast<uint4*>(p)[v] = pack<T>(values);
     }
   } else {
 #pragma unroll
