@@ -178,8 +178,7 @@ fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, siz
 fusedloss_status run(const fusedloss_sigmoid_focal_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err) {
   kernels::element_problem e = element_problem(p, kernels::element_loss::sigmoid_focal, c);
-  e.alpha = static_cast<float>(p.alpha);
-  e.gamma = static_cast<float>(p.gamma);
+  e.focal = kernels::focal_constants_of(static_cast<float>(p.alpha), static_cast<float>(p.gamma));
   return run_element(e, workspace, workspace_bytes, stream, err);
 }
 

@@ -5,9 +5,11 @@
 // logits, targets and a per-element weight with 16-byte vector loads (two chunks' worth before it
 // computes either, where the registers allow), computes each element's loss and d loss / dx in
 // float32, and stores the gradient (and, under `none`, the per-element loss) with 16-byte stores.
-// A lean copy of the loop serves the common call (no weights, one upstream value, an integer gamma);
-// per-class vectors are indexed through a class cursor that the grid stride advances, not by a
-// division an element. Elements before the logits' first 16-byte boundary and after the last
+// The chunks are walked in slabs of at most 2^28, each addressed by 32-bit indices from its own
+// base pointers, so that an access costs one multiply-add. Lean copies of the loop serve the
+// common call (no weights, one upstream value; for sigmoid focal gamma = 2, and any other integer
+// gamma); per-class vectors are indexed through a class cursor that the grid stride advances, not
+// by a division an element. Elements before the logits' first 16-byte boundary and after the last
 // whole chunk go through the same code one at a time; if the other arrays are not aligned at the
 // same element the whole pass is element by element. Under `sum`/`mean` each thread adds its
 // chunks' float32 sums into a double, reduced per block and then in a fixed-order one-block pass
@@ -19,16 +21,19 @@
 // (4 bytes an element); under `sum`/`mean` 8 bytes a block go to the workspace. The upstream
 // gradient is a device scalar (or one value an element under `none`), read once per thread.
 //
-// Stability. softplus(t) = max(t, 0) + log1p(exp(-|t|)) and a two-sided sigmoid, from one
-// exp(-|t|), never overflow; a loss term whose coefficient (the weight included) is exactly 0 is
-// skipped, so an infinite softplus beside a zero target or a zero weight gives 0, not NaN. Focal loss forms 1 - p_t as sigma(x)(1 - y) + sigma(-x) y (no
-// cancellation) and, for hard targets, the gradient form with no negative power of 1 - p_t, so it
-// stays finite for gamma in (0, 1) at saturated logits.
+// Stability. softplus(±t) = max(±t, 0) + log1p(exp(-|t|)) and a two-sided sigmoid, from one
+// exp(-|t|), never overflow; the one factor that can be infinite, |t|, is skipped when its
+// coefficient (the weight included) is exactly 0, so an infinite logit beside a zero target or a
+// zero weight gives 0, not NaN. Focal loss forms 1 - p_t as sigma(x)(1 - y) + sigma(-x) y (no
+// cancellation); for an integer gamma its gradient has no negative power of 1 - p_t, and for a
+// real gamma at hard targets it takes the form without one, so it stays finite for gamma in
+// (0, 1) at saturated logits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "detail/online_softmax.cuh"
 #include "detail/reduce.cuh"
@@ -43,68 +48,75 @@ using detail::load_chunk;
 using detail::store_chunk;
 
 constexpr int kThreads = 256;
-constexpr int kBlocksPerSm = 4;  // 64 registers a thread: 1024 resident threads per SM
+// Resident blocks an SM is built for. MSE's arithmetic fits 64 registers with four 16-byte loads
+// in flight (1024 threads an SM). BCE and sigmoid focal get 80 (768 threads): at 64, ptxas issues
+// BCE's second chunk's loads only after the first chunk's arithmetic, and spills sigmoid focal.
+// 768 threads with four 16-byte loads each keep 48 KB an SM in flight, 3.4 times what Little's
+// law asks of 6-byte elements at 4.3 TB/s (docs/performance.md).
+template <element_loss K>
+constexpr int kBlocksPerSmOf = K == element_loss::mse ? 4 : 3;
 
 struct value_and_grad {
   float loss;
   float grad;
 };
 
-// log(1 + e) for e in [0, 1], branch-free: 2 atanh(s) with s = e / (2 + e) in [0, 1/3], whose odd
-// series to s^15 leaves a relative error under 2e-9 before float32 rounding (1e-7 after: the
-// division's 2 ulp dominate). Exact at e = 0, NaN for a NaN e.
-__device__ __forceinline__ float log1p_unit(float e) {
+// addend + log(1 + e) for e in [0, 1], branch-free: 2 atanh(s) with s = e / (2 + e) in [0, 1/3],
+// as s times a degree-4 polynomial in s^2 whose coefficients a Remez exchange fitted for the least
+// largest relative error on [0, 1/9] (4e-9 before float32 rounding; 2.2e-7 after, the division's
+// 2 ulp included: what the Taylor series to s^15 gave, in four fewer instructions), its last
+// product fused with the addend. Exact at e = 0, NaN for a NaN e.
+__device__ __forceinline__ float log1p_unit(float e, float addend) {
   const float s = __fdividef(e, 2.0f + e);
-  const float s2 = s * s;
-  float series = 1.0f / 15.0f;
-  series = fmaf(series, s2, 1.0f / 13.0f);
-  series = fmaf(series, s2, 1.0f / 11.0f);
-  series = fmaf(series, s2, 1.0f / 9.0f);
-  series = fmaf(series, s2, 1.0f / 7.0f);
-  series = fmaf(series, s2, 1.0f / 5.0f);
-  series = fmaf(series, s2, 1.0f / 3.0f);
-  series = fmaf(series, s2, 1.0f);
-  return 2.0f * s * series;
+  const float z = s * s;
+  float poly = 0.2817833423614502f;
+  poly = fmaf(poly, z, 0.27960601449012756f);
+  poly = fmaf(poly, z, 0.40024909377098083f);
+  poly = fmaf(poly, z, 0.6666631698608398f);
+  poly = fmaf(poly, z, 2.0f);
+  return fmaf(s, poly, addend);
 }
 
-// exp(-|t|) once, shared by the softplus of t and -t and by the two-sided sigmoids.
+// One exp(-|t|), shared by softplus(t), softplus(-t) and the two-sided sigmoids:
+// softplus(±t) = max(±t, 0) + log(1 + exp(-|t|)), whose second term never overflows, and
+// sigma(±t) is one of 1 / (1 + exp(-|t|)) and exp(-|t|) / (1 + exp(-|t|)), never 1 - the other.
 struct logistic {
-  float softplus_pos;  // softplus(t)
-  float softplus_neg;  // softplus(-t)
-  float sigmoid_pos;   // sigma(t)
-  float sigmoid_neg;   // sigma(-t) = 1 - sigma(t) without cancellation
+  float magnitude;  // |t|
+  float decay;      // exp(-|t|), in [0, 1]
+  float inverse;    // 1 / (1 + exp(-|t|)) = sigma(|t|)
+  bool positive;    // t >= 0
+  __device__ float sigmoid_pos() const { return positive ? inverse : decay * inverse; }
+  __device__ float sigmoid_neg() const { return positive ? decay * inverse : inverse; }
 };
 
 __device__ __forceinline__ logistic logistic_of(float t) {
   const float e = detail::fast_exp2(-fabsf(t) * detail::kLog2e);
-  const float tail = log1p_unit(e);  // log(1 + exp(-|t|)): never overflows
-  const float inverse = __fdividef(1.0f, 1.0f + e);
-  const bool positive = t >= 0.0f;
-  return {fmaxf(t, 0.0f) + tail, fmaxf(-t, 0.0f) + tail, positive ? inverse : e * inverse,
-          positive ? e * inverse : inverse};
+  return {fabsf(t), e, __fdividef(1.0f, 1.0f + e), t >= 0.0f};
 }
 
-// coefficient * softplus, where a zero coefficient silences the term even if softplus is infinite
-// (a NaN logit still gives NaN).
-__device__ __forceinline__ float scaled(float coefficient, float softplus) {
-  return coefficient == 0.0f && !isnan(softplus) ? 0.0f : coefficient * softplus;
-}
-
-// The loss w [pw y softplus(-x) + (1 - y) softplus(x)], each coefficient the weight included
-// (SEMANTICS.md), and the gradient w [sigma(x)(1 + (pw - 1) y) - pw y], regrouped so a confident
-// positive does not cancel and both infinities with the matching target give exactly 0.
+// The loss a softplus(-x) + b softplus(x) with the terms' coefficients a = w pw y and b = w (1 - y)
+// (SEMANTICS.md), written as (a + b) log(1 + e) + (x >= 0 ? b : a) |x| with e = exp(-|x|): |x| is
+// the only factor that can be infinite, and its coefficient is its term's, so the product is
+// skipped when that is exactly 0 (a NaN logit still gives NaN through the first term). a + b is
+// formed as w (1 + (pw - 1) y), exactly 1 without weights (kUnitWeights: w = pw = 1, not read).
+// The gradient b sigma(x) - a sigma(-x) = w [sigma(x)(1 + (pw - 1) y) - pw y] is taken as
+// sigma(|x|) (b - a e) for x >= 0 and sigma(|x|) (b e - a) below: a confident positive does not
+// cancel, and both infinities with the matching target give exactly 0.
+template <bool kUnitWeights>
 __device__ __forceinline__ value_and_grad bce(const logistic& l, float y, float w, float pw) {
-  const float positive = pw * y;
-  const float negative = 1.0f - y;
-  const float loss = scaled(w * positive, l.softplus_neg) + scaled(w * negative, l.softplus_pos);
-  const float grad = w * (negative * l.sigmoid_pos - positive * l.sigmoid_neg);
-  return {loss, grad};
+  const float a = kUnitWeights ? y : w * pw * y;
+  const float b = kUnitWeights ? 1.0f - y : w * (1.0f - y);
+  const float own = l.positive ? b : a;  // the |x| term's coefficient
+  float loss = log1p_unit(l.decay, 0.0f);
+  if constexpr (!kUnitWeights) loss *= w * fmaf(pw - 1.0f, y, 1.0f);
+  if (own != 0.0f) loss = fmaf(own, l.magnitude, loss);
+  const float slope = l.positive ? fmaf(-a, l.decay, b) : fmaf(b, l.decay, -a);
+  return {loss, slope * l.inverse};
 }
 
-// Whether m^gamma (and m^(gamma - 1)) take integer_power: an integer gamma in [0, 15].
-__device__ __forceinline__ bool integer_gamma(float gamma) {
-  return gamma == floorf(gamma) && gamma >= 0.0f && gamma <= 15.0f;
-}
+// How a sigmoid focal loop raises 1 - p_t to gamma: gamma = 2 (the default) by one product, an
+// integer gamma in [0, 15] by integer_power, any other by powf.
+enum class focus_power { two, integer, real };
 
 // m^n for n in [0, 15] by squaring: four steps, no loop and no branch (0^0 = 1).
 __device__ __forceinline__ float integer_power(float m, int n) {
@@ -117,35 +129,42 @@ __device__ __forceinline__ float integer_power(float m, int n) {
   return result;
 }
 
-// m^gamma: integer_power where kInteger (the caller checked integer_gamma), else powf.
-template <bool kInteger>
-__device__ __forceinline__ float power(float m, float gamma) {
-  if constexpr (kInteger) {
-    return integer_power(m, static_cast<int>(gamma));
-  } else {
-    return powf(m, gamma);
-  }
-}
-
-template <bool kIntegerGamma>
-__device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y, float alpha, float gamma) {
+// Loss alpha_t m^gamma ce and gradient
+// alpha_t [m^gamma (p - y) - gamma m^(gamma-1) (2y - 1) p (1 - p) ce] with m = 1 - p_t
+// (SEMANTICS.md). For an integer gamma the form is branch-free: m^(gamma-1) has no negative
+// power there (gamma = 0 drops its term). A real gamma in (0, 1) can overflow
+// m^(gamma - 1) at a hard target, where the form with m^gamma p_t in its place is used.
+template <focus_power kPower>
+__device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y,
+                                                        const focal_constants& f) {
   const logistic l = logistic_of(x);
-  const value_and_grad ce = bce(l, y, 1.0f, 1.0f);  // ce.grad is p - y
-  const float p = l.sigmoid_pos;
-  const float q = l.sigmoid_neg;           // 1 - p without cancellation
-  const float m = p * (1.0f - y) + q * y;  // 1 - p_t
-  const float alpha_t = alpha >= 0.0f ? alpha * y + (1.0f - alpha) * (1.0f - y) : 1.0f;
-  const float focus = power<kIntegerGamma>(m, gamma);
-  const float loss = alpha_t * focus * ce.loss;
-  if (gamma == 0.0f) return {loss, alpha_t * ce.grad};
-  if (y == 0.0f || y == 1.0f) {
-    // m^(gamma - 1) p (1 - p) = m^gamma p_t for hard targets: no negative power to overflow.
-    const float p_t = y == 1.0f ? p : q;
-    return {loss, alpha_t * focus * (ce.grad - (2.0f * y - 1.0f) * gamma * p_t * ce.loss)};
+  const value_and_grad ce = bce<true>(l, y, 1.0f, 1.0f);  // ce.grad is p - y
+  const float p = l.sigmoid_pos();
+  const float q = l.sigmoid_neg();             // 1 - p without cancellation
+  const float m = fmaf(y, q, (1.0f - y) * p);  // 1 - p_t
+  const float alpha_t = fmaf(f.alpha_y, y, f.alpha_0);
+  // gamma (2y - 1) p (1 - p) ce
+  const float slope =
+      (kPower == focus_power::two ? fmaf(4.0f, y, -2.0f) : fmaf(f.gamma_y, y, -f.gamma)) * p * q *
+      ce.loss;
+  if constexpr (kPower != focus_power::real) {
+    const float lower = kPower == focus_power::two ? m : integer_power(m, f.lower_exponent);
+    const float focus = kPower == focus_power::two || f.gamma != 0.0f ? lower * m : 1.0f;
+    // gamma = 0 drops the slope term, whose 0 * inf would turn an infinite logit's gradient into
+    // NaN (as BCE's does not).
+    const float focus_slope = kPower == focus_power::two || f.gamma != 0.0f ? lower * slope : 0.0f;
+    return {alpha_t * focus * ce.loss, alpha_t * fmaf(focus, ce.grad, -focus_slope)};
+  } else {
+    const float focus = powf(m, f.gamma);
+    const float loss = alpha_t * focus * ce.loss;
+    if (f.gamma == 0.0f) return {loss, alpha_t * ce.grad};
+    if (y == 0.0f || y == 1.0f) {
+      // m^(gamma - 1) p (1 - p) = m^gamma p_t for hard targets: no negative power to overflow.
+      const float p_t = y == 1.0f ? p : q;
+      return {loss, alpha_t * focus * (ce.grad - (2.0f * y - 1.0f) * f.gamma * p_t * ce.loss)};
+    }
+    return {loss, alpha_t * (focus * ce.grad - powf(m, f.gamma - 1.0f) * slope)};
   }
-  const float focus_grad =
-      gamma * power<kIntegerGamma>(m, gamma - 1.0f) * (2.0f * y - 1.0f) * p * q * ce.loss;
-  return {loss, alpha_t * (focus * ce.grad - focus_grad)};
 }
 
 // The upstream gradient every element's d loss / dx is multiplied by (mean's 1/M included), when
@@ -183,8 +202,8 @@ struct class_cursor {
 
 // kLean: no weight, no pos_weight, one upstream value (the common call): nothing but the logits
 // and targets is read.
-template <int N, class T, class U, element_loss K, bool kLean>
-__device__ __forceinline__ void load_inputs(const element_problem& p, int64_t i, float upstream,
+template <int N, class T, class U, element_loss K, bool kLean, class I>
+__device__ __forceinline__ void load_inputs(const element_problem& p, I i, float upstream,
                                             bool per_element_upstream, const class_cursor& cls,
                                             element_inputs<N>& in) {
   load_chunk(static_cast<const T*>(p.logits) + i, in.x);
@@ -214,19 +233,20 @@ __device__ __forceinline__ void load_inputs(const element_problem& p, int64_t i,
 }
 
 // Computes and stores the N elements at i; returns their loss sum (float32 within the chunk,
-// added to the thread's double sum by the caller).
-// kLean (see load_inputs) also means an integer gamma for sigmoid focal.
-template <int N, class T, element_loss K, bool kLean>
-__device__ __forceinline__ float compute_and_store(const element_problem& p, int64_t i,
+// added to the thread's double sum by the caller). kLean as in load_inputs; kPower: how sigmoid
+// focal raises 1 - p_t to gamma (ignored by the other losses).
+template <int N, class T, element_loss K, bool kLean, focus_power kPower, class I>
+__device__ __forceinline__ float compute_and_store(const element_problem& p,
+                                                   const focal_constants& f, I i,
                                                    const element_inputs<N>& in) {
   float loss[N], grad[N];
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     value_and_grad v;
     if constexpr (K == element_loss::bce) {
-      v = bce(logistic_of(in.x[k]), in.y[k], in.w[k], in.pw[k]);
+      v = bce<kLean>(logistic_of(in.x[k]), in.y[k], in.w[k], in.pw[k]);
     } else if constexpr (K == element_loss::sigmoid_focal) {
-      v = sigmoid_focal<kLean>(in.x[k], in.y[k], p.alpha, p.gamma);
+      v = sigmoid_focal<kPower>(in.x[k], in.y[k], f);
     } else {
       const float d = in.x[k] - in.y[k];
       v = {d * d, 2.0f * d};
@@ -239,44 +259,85 @@ __device__ __forceinline__ float compute_and_store(const element_problem& p, int
   return detail::tree_sum(loss);
 }
 
-// The whole chunks of one thread: kUnroll chunks' inputs loaded before any is computed (so that
-// their loads are in flight together), then one at a time for the rest. Returns the loss sum.
-template <class T, class U, element_loss K, bool kLean>
-__device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t head, int64_t chunks,
-                                             float upstream, bool per_element_upstream,
-                                             class_cursor cls, int64_t cls_step) {
+// Chunks a slab holds at most: its element indices (at most 8 a chunk) fit 32 bits, so that an
+// access costs one multiply-add from the slab's base, not 64-bit index arithmetic.
+constexpr int64_t kSlabChunks = int64_t{1} << 28;
+
+// `p + first` with `first` opaque to the optimiser: left to itself it folds the slab's base back
+// into every access as 64-bit index arithmetic (base + (first + i) * size), which is what slabs
+// remove. The pointer itself stays derived from p, so that its accesses remain global ones.
+template <class T>
+__device__ __forceinline__ T* slab_base(T* p, int64_t first) {
+  int64_t bytes = first * static_cast<int64_t>(sizeof(T));
+  asm("mov.b64 %0, %0;" : "+l"(bytes));
+  using byte = std::conditional_t<std::is_const_v<T>, const char, char>;
+  return reinterpret_cast<T*>(reinterpret_cast<byte*>(p) + bytes);
+}
+
+// p with its per-element arrays advanced to element `first` (per-class vectors, a reduced loss
+// and a scalar upstream value stay where they are).
+template <class T, class U>
+__device__ __forceinline__ element_problem advanced(const element_problem& p, int64_t first,
+                                                    bool per_element_upstream) {
+  element_problem q = p;
+  q.logits = slab_base(static_cast<const T*>(p.logits), first);
+  q.targets = slab_base(static_cast<const U*>(p.targets), first);
+  if (p.grad != nullptr) q.grad = slab_base(static_cast<T*>(p.grad), first);
+  if (p.loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE) {
+    q.loss = slab_base(p.loss, first);
+  }
+  if (p.weight != nullptr && !p.weight_per_class) q.weight = slab_base(p.weight, first);
+  if (per_element_upstream) q.grad_loss = slab_base(p.grad_loss, first);
+  return q;
+}
+
+// The whole chunks of one thread, slab by slab: kUnroll chunks' inputs loaded before any is
+// computed (so that their loads are in flight together), then one at a time for the rest.
+// Returns the loss sum. `f` is the kernel parameter's own (constant space, not a register copy).
+template <class T, class U, element_loss K, bool kLean, focus_power kPower>
+__device__ __forceinline__ double chunk_loop(const element_problem& p, const focal_constants& f,
+                                             int64_t head, int64_t chunks, float upstream,
+                                             bool per_element_upstream, int64_t classes,
+                                             int64_t cls_step) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
   // Float32, or a lean call: two chunks (4 loads or more in flight); a 16-bit chunk's eight
   // elements with their options, or with sigmoid focal's arithmetic, fill the registers alone.
   constexpr int kUnroll = sizeof(T) == 4 || (kLean && K != element_loss::sigmoid_focal) ? 2 : 1;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const uint32_t thread = blockIdx.x * kThreads + threadIdx.x;
+  const uint32_t stride = gridDim.x * kThreads;
   double sum = 0;
-  int64_t c = thread;
-  for (; c + (kUnroll - 1) * stride < chunks; c += kUnroll * stride) {
-    element_inputs<N> in[kUnroll];
+  for (int64_t first = 0; first < chunks; first += kSlabChunks) {
+    const int64_t first_element = head + first * N;
+    const element_problem q = advanced<T, U>(p, first_element, per_element_upstream);
+    const auto count =
+        static_cast<uint32_t>(chunks - first < kSlabChunks ? chunks - first : kSlabChunks);
+    class_cursor cls{classes, (first_element + int64_t{thread} * N) % classes};
+    uint32_t c = thread;
+    for (; c + (kUnroll - 1) * stride < count; c += kUnroll * stride) {
+      element_inputs<N> in[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      load_inputs<N, T, U, K, kLean>(p, head + (c + u * stride) * N, upstream, per_element_upstream,
-                                     cls, in[u]);
+      for (int u = 0; u < kUnroll; ++u) {
+        load_inputs<N, T, U, K, kLean>(q, (c + u * stride) * N, upstream, per_element_upstream, cls,
+                                       in[u]);
+        cls.advance(cls_step);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[u]);
+      }
+    }
+    for (; c < count; c += stride) {
+      element_inputs<N> in;
+      load_inputs<N, T, U, K, kLean>(q, c * N, upstream, per_element_upstream, cls, in);
       cls.advance(cls_step);
+      sum += compute_and_store<N, T, K, kLean, kPower>(q, f, c * N, in);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      sum += compute_and_store<N, T, K, kLean>(p, head + (c + u * stride) * N, in[u]);
-    }
-  }
-  for (; c < chunks; c += stride) {
-    element_inputs<N> in;
-    load_inputs<N, T, U, K, kLean>(p, head + c * N, upstream, per_element_upstream, cls, in);
-    cls.advance(cls_step);
-    sum += compute_and_store<N, T, K, kLean>(p, head + c * N, in);
   }
   return sum;
 }
 
 template <class T, class U, element_loss K>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+__global__ void __launch_bounds__(kThreads, kBlocksPerSmOf<K>)
     element_loss_kernel(element_problem p, double* partials) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
   const bool per_element_upstream =
@@ -297,13 +358,22 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t classes = p.num_classes > 0 ? p.num_classes : 1;
-  class_cursor cls{classes, (head + thread * N) % classes};
   const int64_t cls_step = stride * N % classes;
+  constexpr bool kFocal = K == element_loss::sigmoid_focal;
+  const focal_constants& f = p.focal;
   const bool lean = p.weight == nullptr && p.pos_weight == nullptr && !per_element_upstream &&
-                    (K != element_loss::sigmoid_focal || integer_gamma(p.gamma));
-  double sum = lean ? chunk_loop<T, U, K, true>(p, head, chunks, upstream, false, cls, cls_step)
-                    : chunk_loop<T, U, K, false>(p, head, chunks, upstream, per_element_upstream,
-                                                 cls, cls_step);
+                    (!kFocal || f.integer_gamma);
+  double sum = 0;
+  if (!lean) {
+    sum = chunk_loop<T, U, K, false, focus_power::real>(p, f, head, chunks, upstream,
+                                                        per_element_upstream, classes, cls_step);
+  } else if (!kFocal || f.gamma == 2.0f) {
+    sum = chunk_loop<T, U, K, true, focus_power::two>(p, f, head, chunks, upstream, false, classes,
+                                                      cls_step);
+  } else if constexpr (kFocal) {
+    sum = chunk_loop<T, U, K, true, focus_power::integer>(p, f, head, chunks, upstream, false,
+                                                          classes, cls_step);
+  }
   // The scalar elements: the head and tail around the chunks, or everything off the vector path.
   const int64_t scalar_head = vector_path ? head : p.numel;
   const int64_t tail_begin = vector_path ? body_end : p.numel;
@@ -313,19 +383,20 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     element_inputs<1> in;
     load_inputs<1, T, U, K, false>(p, i, upstream, per_element_upstream, {classes, i % classes},
                                    in);
-    sum += compute_and_store<1, T, K, false>(p, i, in);
+    sum += compute_and_store<1, T, K, false, focus_power::real>(p, f, i, in);
   }
   if (partials != nullptr) detail::write_block_partial<kThreads>(sum, partials);
 }
 
-cudaError_t grid_size(int64_t numel, int max_blocks, int* blocks) {
+// The grid of a loss whose kernel is built for `blocks_per_sm` resident blocks.
+cudaError_t grid_size(int64_t numel, int max_blocks, int blocks_per_sm, int* blocks) {
   int device = 0, sms = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (e != cudaSuccess) return e;
   // Enough 4-element chunks for every thread, at most a full wave of resident blocks.
   const int64_t wanted = std::max<int64_t>(1, (numel / 4 + kThreads - 1) / kThreads);
-  int64_t cap = static_cast<int64_t>(sms) * kBlocksPerSm;
+  int64_t cap = static_cast<int64_t>(sms) * blocks_per_sm;
   if (max_blocks > 0) cap = std::min<int64_t>(cap, max_blocks);
   *blocks = static_cast<int>(std::min(wanted, cap));
   return cudaSuccess;
@@ -348,15 +419,20 @@ void launch(const element_problem& p, int blocks, double* partials, cudaStream_t
 
 }  // namespace
 cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes) {
+  // Sized for the loss with the largest grid, so that one size serves every loss.
   int blocks = 0;
-  const cudaError_t e = grid_size(numel, max_blocks, &blocks);
+  const cudaError_t e = grid_size(numel, max_blocks, kBlocksPerSmOf<element_loss::mse>, &blocks);
   if (e == cudaSuccess) *bytes = static_cast<size_t>(blocks) * sizeof(double);
   return e;
 }
 
 cudaError_t run_element_loss(const element_problem& p, void* workspace, cudaStream_t stream) {
+  const int blocks_per_sm = p.kind == element_loss::bce ? kBlocksPerSmOf<element_loss::bce>
+                            : p.kind == element_loss::sigmoid_focal
+                                ? kBlocksPerSmOf<element_loss::sigmoid_focal>
+                                : kBlocksPerSmOf<element_loss::mse>;
   int blocks = 0;
-  cudaError_t e = grid_size(p.numel, p.max_blocks, &blocks);
+  cudaError_t e = grid_size(p.numel, p.max_blocks, blocks_per_sm, &blocks);
   if (e != cudaSuccess) return e;
   const bool reduce = p.loss != nullptr && p.reduction != FUSEDLOSS_REDUCTION_NONE;
   double* partials = reduce ? static_cast<double*>(workspace) : nullptr;

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -12,6 +13,26 @@
 namespace fusedloss::kernels {
 
 enum class element_loss { bce, sigmoid_focal, mse };
+
+/// Sigmoid focal's per-call constants, formed on the host (focal_constants_of) so that the kernel
+/// reads them as constant operands instead of holding them in registers:
+/// alpha_t = alpha_0 + alpha_y y, gamma (2y - 1) = gamma_y y - gamma.
+struct focal_constants {
+  float alpha_0, alpha_y, gamma, gamma_y;
+  bool integer_gamma;  ///< gamma an integer in [0, 15]: 1 - p_t raised by repeated squaring
+  int lower_exponent;  ///< for an integer gamma n: the exponent of (1 - p_t)^(n - 1), 0 when n = 0
+};
+
+/// The constants of alpha (negative: no weighting) and gamma >= 0.
+inline focal_constants focal_constants_of(float alpha, float gamma) {
+  const bool integer = gamma >= 0.0f && gamma <= 15.0f && gamma == std::floor(gamma);
+  return {alpha >= 0.0f ? 1.0f - alpha : 1.0f,
+          alpha >= 0.0f ? 2.0f * alpha - 1.0f : 0.0f,
+          gamma,
+          2.0f * gamma,
+          integer,
+          integer && gamma >= 1.0f ? static_cast<int>(gamma) - 1 : 0};
+}
 
 /// One call's work. Pointers are device pointers; a null output is not written.
 struct element_problem {
@@ -25,8 +46,7 @@ struct element_problem {
   const float* weight;            ///< BCE only, optional
   bool weight_per_class;
   const float* pos_weight;  ///< BCE only, optional, per class
-  float alpha;              ///< sigmoid focal
-  float gamma;              ///< sigmoid focal
+  focal_constants focal;    ///< sigmoid focal
   fusedloss_reduction reduction;
   float empty_value;       ///< mean over zero elements: NaN or 0
   float* loss;             ///< per element (none) or one value; optional

@@ -46,19 +46,22 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kPerVector
     out[1] = __uint_as_float(raw.y);
     out[2] = __uint_as_float(raw.z);
     out[3] = __uint_as_float(raw.w);
-  } else {
-    using pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
-    const pair* pairs = reinterpret_cast<const pair*>(&raw);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    const __half2* pairs = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      float2 f;
-      if constexpr (std::is_same_v<T, __half>) {
-        f = __half22float2(pairs[k]);
-      } else {
-        f = __bfloat1622float2(pairs[k]);
-      }
+      const float2 f = __half22float2(pairs[k]);
       out[2 * k] = f.x;
       out[2 * k + 1] = f.y;
+    }
+  } else {
+    // A bfloat16 is the high half of its float32: one shift or one mask a value, where the
+    // library's pair conversion spends a byte permute and a shift on the high one.
+    const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      out[2 * k] = __uint_as_float(words[k] << 16);
+      out[2 * k + 1] = __uint_as_float(words[k] & 0xffff0000u);
     }
   }
 }

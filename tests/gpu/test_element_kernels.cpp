@@ -428,7 +428,8 @@ TYPED_TEST(ElementKernels, EveryBceOption) {
 }
 
 TYPED_TEST(ElementKernels, EverySigmoidFocalOption) {
-  for (double gamma : {0.0, 0.5, 1.0, 2.0, 3.5}) {
+  // 2: its own loop; 0, 1, 3, 15: the integer loop; 0.5, 3.5, 16: powf.
+  for (double gamma : {0.0, 0.5, 1.0, 2.0, 3.0, 3.5, 15.0, 16.0}) {
     for (double alpha : {0.25, -1.0, 1.5}) {
       for (bool hard : {false, true}) {
         element_case c;
@@ -484,24 +485,28 @@ TYPED_TEST(ElementKernels, InfinitiesAndNaN) {
   const std::vector<double> x = {-INFINITY, INFINITY, INFINITY, -INFINITY, NAN, 1e4, -1e4, 0.0};
   const std::vector<double> y = {0, 1, 0, 1, 1, 0, 1, 0.5};
   for (loss_kind kind : kKinds) {
-    element_case c;
-    c.kind = kind;
-    c.numel = static_cast<int64_t>(x.size());
-    c.reduction = FUSEDLOSS_REDUCTION_NONE;
-    c.gamma = 0.5;
-    SCOPED_TRACE(c.describe());
-    std::mt19937_64 rng(1);
-    inputs in(c, dtype, rng);
-    in.logits = buffer(dtype, x);
-    in.targets = buffer(dtype, y);
-    const host_outputs want = run_reference(c, dtype, in);
-    device_arrays dev(in, c);
-    ASSERT_EQ(run(c, dtype, FUSEDLOSS_DEVICE_CUDA, dev.bind(c, dtype)), FUSEDLOSS_SUCCESS);
-    host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, x.size()), buffer::poisoned(dtype, x.size())};
-    dev.loss.download(got.loss);
-    dev.grad.download(got.grad);
-    expect_close(got.loss.values(), want.loss.values(), kElementLossTolerance, "loss");
-    expect_close(got.grad.values(), want.grad.values(), tolerance_for(dtype), "grad");
+    for (double gamma : {0.5, 0.0, 2.0, 3.0}) {  // sigmoid focal's three loops
+      if (kind != loss_kind::sigmoid_focal && gamma != 0.5) continue;
+      element_case c;
+      c.kind = kind;
+      c.numel = static_cast<int64_t>(x.size());
+      c.reduction = FUSEDLOSS_REDUCTION_NONE;
+      c.gamma = gamma;
+      SCOPED_TRACE(c.describe());
+      std::mt19937_64 rng(1);
+      inputs in(c, dtype, rng);
+      in.logits = buffer(dtype, x);
+      in.targets = buffer(dtype, y);
+      const host_outputs want = run_reference(c, dtype, in);
+      device_arrays dev(in, c);
+      ASSERT_EQ(run(c, dtype, FUSEDLOSS_DEVICE_CUDA, dev.bind(c, dtype)), FUSEDLOSS_SUCCESS);
+      host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, x.size()),
+                       buffer::poisoned(dtype, x.size())};
+      dev.loss.download(got.loss);
+      dev.grad.download(got.grad);
+      expect_close(got.loss.values(), want.loss.values(), kElementLossTolerance, "loss");
+      expect_close(got.grad.values(), want.grad.values(), tolerance_for(dtype), "grad");
+    }
   }
 }
 
