@@ -68,8 +68,14 @@ class device_buffer {
       ADD_FAILURE() << "cudaMalloc of " << bytes_ << " bytes failed";
     }
   }
-  explicit device_buffer(const checks::buffer& host) : device_buffer(host.size_bytes()) {
-    if (data_ != nullptr) cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice);
+  /// A copy of `host` starting `lead` bytes into the allocation (which cudaMalloc aligns to 256
+  /// bytes): lead = one element misaligns the copy's first element.
+  explicit device_buffer(const checks::buffer& host, size_t lead = 0)
+      : device_buffer(host.size_bytes() + lead) {
+    if (data_ != nullptr) {
+      cudaMemcpy(static_cast<char*>(data_) + lead, host.data(), host.size_bytes(),
+                 cudaMemcpyHostToDevice);
+    }
   }
   device_buffer(const device_buffer&) = delete;
   device_buffer& operator=(const device_buffer&) = delete;
@@ -87,10 +93,15 @@ class device_buffer {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
 
-  /// Copies the device bytes back into `host` (which must be as large).
-  void download(checks::buffer& host) const {
-    if (bytes_ > 0) cudaMemcpy(host.data(), data_, bytes_, cudaMemcpyDeviceToHost);
+  /// Copies the device bytes from byte `from` on back into `host` (which must be as large).
+  void download(checks::buffer& host, size_t from = 0) const {
+    if (bytes_ > from) {
+      cudaMemcpy(host.data(), static_cast<const char*>(data_) + from, bytes_ - from,
+                 cudaMemcpyDeviceToHost);
+    }
   }
+  /// The address `offset` bytes into the allocation.
+  void* at(size_t offset) const { return static_cast<char*>(data_) + offset; }
   std::vector<unsigned char> raw() const {
     std::vector<unsigned char> out(bytes_);
     if (bytes_ > 0) cudaMemcpy(out.data(), data_, bytes_, cudaMemcpyDeviceToHost);

@@ -160,6 +160,9 @@ struct row_case {
   float grad_scale = 1.0f;
   bool grad_scale_ptr = false;  // forward_backward also scales by *grad_scale_ptr = 1.5
   bool in_place = false;        // grad_logits == logits
+  // Elements logits and gradient start past their 16-byte-aligned allocations: 1 misaligns
+  // row 0 (a slice such as x[:, 1:]), and every row with it when the stride is whole vectors.
+  int64_t lead = 0;
   pattern logits = pattern::random;
   row_tier tier = row_tier::automatic;  // forced: kernels::run_row_loss on a hand-built problem
   // Rows in [sparse_begin, sparse_end) are ignored and hold cheap logits: large grids at a
@@ -170,7 +173,8 @@ struct row_case {
   std::string describe() const {
     std::ostringstream o;
     o << name(kind) << " N=" << batch << " C=" << num_classes << " S=" << spatial
-      << " padding=" << row_padding << "/" << grad_padding << " tier=" << name(tier)
+      << " padding=" << row_padding << "/" << grad_padding << " lead=" << lead
+      << " tier=" << name(tier)
       << " call=" << name(call) << " reduction=" << fusedloss_reduction_string(reduction)
       << " empty_mean=" << (empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? "zero" : "nan") << " targets="
       << (kind == loss_kind::probability ? (float32_targets ? "float32" : "logits'")
@@ -654,10 +658,12 @@ buffer reference_lse(const row_case& c, fusedloss_dtype dtype, const inputs& in)
 
 // Device copies of a case's inputs and its poisoned outputs.
 struct device_arrays {
+  size_t lead;  // bytes before the first logit and the first gradient element
   device_buffer logits, targets, weight, grad_loss, scale, lse, loss, z, grad, counter;
 
   device_arrays(const row_case& c, const inputs& in, fusedloss_dtype dtype)
-      : logits(in.logits),
+      : lead(static_cast<size_t>(c.lead) * element_bytes(dtype)),
+        logits(in.logits, lead),
         targets(in.targets),
         weight(in.weight),
         grad_loss(in.grad_loss),
@@ -666,7 +672,8 @@ struct device_arrays {
         loss(loss_count(c) * sizeof(float)),
         z(loss_count(c) * sizeof(float)),
         grad(c.in_place ? 0
-                        : static_cast<size_t>(c.batch * grad_stride_of(c)) * element_bytes(dtype)),
+                        : lead + static_cast<size_t>(c.batch * grad_stride_of(c)) *
+                                     element_bytes(dtype)),
         counter(sizeof(int64_t)) {}
 
   // Poisons the outputs (in place: restores the logits), loads a saved LSE, sets the counter to
@@ -679,7 +686,7 @@ struct device_arrays {
       cudaMemcpy(lse.data(), in.saved_lse.data(), lse.bytes(), cudaMemcpyHostToDevice);
     }
     if (c.in_place && logits.bytes() > 0) {
-      cudaMemcpy(logits.data(), in.logits.data(), logits.bytes(), cudaMemcpyHostToDevice);
+      cudaMemcpy(logits.at(lead), in.logits.data(), logits.bytes() - lead, cudaMemcpyHostToDevice);
     }
     const int64_t start = kCounterStart;
     cudaMemcpy(counter.data(), &start, sizeof start, cudaMemcpyHostToDevice);
@@ -687,7 +694,7 @@ struct device_arrays {
   }
 
   bound bind(const row_case& c) const {
-    return {logits.data(),
+    return {logits.at(lead),
             targets.data(),
             c.weight ? static_cast<const float*>(weight.data()) : nullptr,
             static_cast<const float*>(grad_loss.data()),
@@ -695,7 +702,7 @@ struct device_arrays {
             static_cast<float*>(lse.data()),
             static_cast<float*>(loss.data()),
             static_cast<float*>(z.data()),
-            c.in_place ? logits.data() : grad.data(),
+            c.in_place ? logits.at(lead) : grad.at(lead),
             static_cast<int64_t*>(counter.data())};
   }
 
@@ -705,7 +712,7 @@ struct device_arrays {
     loss.download(out.loss);
     lse.download(out.lse);
     z.download(out.z);
-    (c.in_place ? logits : grad).download(out.grad);
+    (c.in_place ? logits : grad).download(out.grad, lead);
     fusedloss_error err{};
     EXPECT_EQ(fusedloss_read_and_clear_counter(static_cast<int64_t*>(counter.data()),
                                                FUSEDLOSS_DEVICE_CUDA, stream, &out.counter, &err),
@@ -866,7 +873,7 @@ bool tier_accepts(const row_case& c, fusedloss_dtype dtype) {
   if (c.tier == row_tier::warp) {
     const auto vector = static_cast<int64_t>(16 / element_bytes(dtype));
     const bool whole = c.num_classes % vector == 0 && stride_of(c) % vector == 0 &&
-                       grad_stride_of(c) % vector == 0;
+                       grad_stride_of(c) % vector == 0 && c.lead % vector == 0;
     return c.num_classes <= (whole ? 32 * 4 * vector : 32 * 16);
   }
   return !(c.call == which_call::backward && c.saved_lse);
@@ -1679,6 +1686,30 @@ TYPED_TEST(RowKernels, InPlaceGradientOnLargeClusters) {
       c.label_smoothing = 0.1;
       c.reduction = FUSEDLOSS_REDUCTION_SUM;
       expect_matches_reference(c, dtype);
+    }
+  }
+}
+
+// Row 0 off a 16-byte boundary (logits and gradient one element into their allocations, as a
+// slice x[:, 1:] is): with a stride of whole vectors every row is misaligned, with another some
+// rows are. Every tier, in place and not.
+TYPED_TEST(RowKernels, MisalignedFirstRow) {
+  const fusedloss_dtype dtype = TestFixture::dtype;
+  for (row_tier tier : {row_tier::automatic, row_tier::warp, row_tier::block, row_tier::cluster,
+                        row_tier::two_pass}) {
+    if (tier == row_tier::cluster && !clusters_available()) continue;
+    for (int64_t C : {int64_t{64}, int64_t{500}, int64_t{1000}, int64_t{4097}}) {
+      for (bool in_place : {false, true}) {
+        row_case c;
+        c.tier = tier;
+        c.num_classes = C;
+        c.batch = 5;
+        c.lead = 1;
+        c.in_place = in_place;
+        c.label_smoothing = 0.1;
+        c.ignored = 0.2;
+        if (tier_accepts(c, dtype)) expect_matches_reference(c, dtype);
+      }
     }
   }
 }
