@@ -698,8 +698,11 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
           for (int e = 0; e < kSlotElements; ++e) m = fmaxf(m, x[e]);
         }
       }
-      for (int offset = lanes / 2; offset > 0; offset /= 2) {
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+      // Unrolled over every width a group can have, each step taken when it is inside the
+      // group: a loop over `lanes` would cost its branch and counter per step.
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        if (offset < lanes) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
       }
       s.max = m;
 #pragma unroll
@@ -718,7 +721,9 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s);
       }
       // Every lane of a group folded relative to the same maximum: the merge only adds.
-      for (int offset = lanes / 2; offset > 0; offset /= 2) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        if (offset >= lanes) continue;
         s.sum += __shfl_xor_sync(0xffffffffu, s.sum, offset);
         if constexpr (kHasCoefficients<F>) {
           s.weighted += __shfl_xor_sync(0xffffffffu, s.weighted, offset);

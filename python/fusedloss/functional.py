@@ -21,7 +21,6 @@ with a fake implementation, so ``torch.compile`` traces these functions without 
 """
 
 import contextlib
-import functools
 import math
 import numbers
 import operator
@@ -261,20 +260,16 @@ def _apply(loss, fn, input, target, weight=None, pos_weight=None, *, reduction, 
 # Argument checks, with PyTorch's messages where PyTorch has one
 
 
-def _rejects_legacy(fn):
-    """Makes ``fn`` reject the deprecated size_average and reduce with a TypeError naming them."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        legacy = [name for name in ("size_average", "reduce") if name in kwargs]
-        if legacy:
-            raise TypeError(
-                f"{fn.__qualname__}() got {' and '.join(map(repr, legacy))}: fusedloss does not "
-                "accept the deprecated size_average and reduce arguments; use reduction='none', "
-                "'mean' or 'sum'")
-        return fn(*args, **kwargs)
-
-    return wrapper
+def _legacy_none(fn, size_average, reduce):
+    """Refuses a deprecated size_average or reduce other than None (their slots stay where PyTorch
+    has them, so that positional calls line up) with a TypeError naming it."""
+    given = [f"{name}={value!r}" for name, value in (("size_average", size_average),
+                                                     ("reduce", reduce)) if value is not None]
+    if given:
+        names = " and ".join(repr(g.split("=")[0]) for g in given)
+        raise TypeError(
+            f"{fn}() got {', '.join(given)}: fusedloss accepts the deprecated {names} only as "
+            "None; use reduction='none', 'mean' or 'sum'")
 
 
 def _check_tensor(fn, name, position, value):
@@ -499,9 +494,9 @@ def _row_result(result, unbatched, return_z_loss):
 # The public functions
 
 
-@_rejects_legacy
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
-                                     pos_weight=None, *, empty_mean="nan", grad_scale=1.0):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None, *, empty_mean="nan",
+                                     grad_scale=1.0):
     """``torch.nn.functional.binary_cross_entropy_with_logits`` on the fused library.
 
     ``weight`` broadcasts to the input (a vector along the last dimension is passed as one weight
@@ -516,6 +511,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     multiplies the gradient in the fused call, not the returned loss.
     """
     fn = "binary_cross_entropy_with_logits"
+    _legacy_none(fn, size_average, reduce)
     _check_input(fn, input)
     target = _float_target(fn, input, target)
     _no_gradient_for(fn, target=target)
@@ -526,10 +522,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return out
 
 
-@_rejects_legacy
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, *, z_loss=0.0, softcap=None, empty_mean="nan",
-                  validate_targets=True, return_z_loss=False, grad_scale=1.0):
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0, *, z_loss=0.0, softcap=None,
+                  empty_mean="nan", validate_targets=True, return_z_loss=False, grad_scale=1.0):
     """``torch.nn.functional.cross_entropy`` on the fused library.
 
     ``input`` is (C), (N, C) or (N, C, d1, ...); ``target`` holds class indices (int64 or int32) of
@@ -558,6 +553,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     ``IndexError`` on the CPU, a device assert on CUDA).
     """
     fn = "cross_entropy"
+    _legacy_none(fn, size_average, reduce)
     input, target, unbatched, probabilities = _row_inputs(fn, input, target, True)
     classes = input.shape[1]
     weight = _class_vector(fn, "weight", weight, input, classes)
@@ -575,7 +571,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return _row_result(result, unbatched, return_z_loss)
 
 
-@_rejects_legacy
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none", *,
                        empty_mean="nan", grad_scale=1.0):
     """``torchvision.ops.sigmoid_focal_loss`` on the fused library (its defaults, ``reduction``
@@ -596,7 +591,6 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none", *
     return out
 
 
-@_rejects_legacy
 def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100, reduction="mean",
                        *, empty_mean="nan", validate_targets=True, grad_scale=1.0):
     """Multi-class focal loss: ``-alpha[y] * (1 - p_y)**gamma * log p_y`` per row, 0 for an
@@ -619,8 +613,8 @@ def softmax_focal_loss(input, target, alpha=None, gamma=2.0, ignore_index=-100, 
     return _row_result(result, unbatched, False)
 
 
-@_rejects_legacy
-def mse_loss(input, target, reduction="mean", *, empty_mean="nan", grad_scale=1.0):
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", *,
+             empty_mean="nan", grad_scale=1.0):
     """``torch.nn.functional.mse_loss`` on the fused library.
 
     Both ``input`` and ``target`` may require grad (the target's gradient is the input's negated).
@@ -628,6 +622,7 @@ def mse_loss(input, target, reduction="mean", *, empty_mean="nan", grad_scale=1.
     ``empty_mean`` and ``grad_scale`` as in :func:`binary_cross_entropy_with_logits`.
     """
     fn = "mse_loss"
+    _legacy_none(fn, size_average, reduce)
     _check_input(fn, input)
     _check_tensor(fn, "target", 2, target)
     if target.shape != input.shape:

@@ -1,12 +1,13 @@
 """``torch.nn.Module`` wrappers of the losses, with PyTorch's class names and constructor
-arguments (less the deprecated ``size_average`` and ``reduce``). Weight vectors are buffers, so
+arguments in PyTorch's order (the deprecated ``size_average`` and ``reduce`` keep their slots and
+accept only None). Weight vectors are buffers, so
 ``.to(device)`` moves them and ``state_dict`` holds them, as in PyTorch. ``forward`` takes the
 input and target, and the keyword-only ``grad_scale`` of the functional form."""
 
 import torch
 
 from . import functional as F
-from .functional import _empty_mean, _reduction, _rejects_legacy
+from .functional import _empty_mean, _legacy_none, _reduction
 
 __all__ = [
     "BCEWithLogitsLoss",
@@ -39,15 +40,16 @@ class BCEWithLogitsLoss(_Loss):
     """:func:`fusedloss.functional.binary_cross_entropy_with_logits` as a module
     (``torch.nn.BCEWithLogitsLoss``)."""
 
-    @_rejects_legacy
-    def __init__(self, weight=None, reduction="mean", pos_weight=None, *, empty_mean="nan"):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
+                 pos_weight=None, *, empty_mean="nan"):
+        _legacy_none(type(self).__name__, size_average, reduce)
         super().__init__(reduction, empty_mean)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input, target, *, grad_scale=1.0):
         return F.binary_cross_entropy_with_logits(
-            input, target, self.weight, self.reduction, self.pos_weight,
+            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight,
             empty_mean=self.empty_mean, grad_scale=grad_scale)
 
 
@@ -57,9 +59,10 @@ class CrossEntropyLoss(_Loss):
 
     _options = ("ignore_index", "label_smoothing", "z_loss", "softcap", "validate_targets")
 
-    @_rejects_legacy
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
-                 z_loss=0.0, softcap=None, empty_mean="nan", validate_targets=True):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0, *, z_loss=0.0, softcap=None,
+                 empty_mean="nan", validate_targets=True):
+        _legacy_none(type(self).__name__, size_average, reduce)
         super().__init__(reduction, empty_mean)
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
@@ -70,8 +73,8 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input, target, *, grad_scale=1.0):
         return F.cross_entropy(
-            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
-            z_loss=self.z_loss, softcap=self.softcap, empty_mean=self.empty_mean,
+            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap, empty_mean=self.empty_mean,
             validate_targets=self.validate_targets, grad_scale=grad_scale)
 
 
@@ -80,7 +83,6 @@ class SigmoidFocalLoss(_Loss):
 
     _options = ("alpha", "gamma")
 
-    @_rejects_legacy
     def __init__(self, alpha=0.25, gamma=2, reduction="none", *, empty_mean="nan"):
         super().__init__(reduction, empty_mean)
         self.alpha = alpha
@@ -96,7 +98,6 @@ class SoftmaxFocalLoss(_Loss):
 
     _options = ("gamma", "ignore_index", "validate_targets")
 
-    @_rejects_legacy
     def __init__(self, alpha=None, gamma=2.0, ignore_index=-100, reduction="mean", *,
                  empty_mean="nan", validate_targets=True):
         super().__init__(reduction, empty_mean)
@@ -117,10 +118,10 @@ class SoftmaxFocalLoss(_Loss):
 class MSELoss(_Loss):
     """:func:`fusedloss.functional.mse_loss` as a module (``torch.nn.MSELoss``)."""
 
-    @_rejects_legacy
-    def __init__(self, reduction="mean", *, empty_mean="nan"):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", *, empty_mean="nan"):
+        _legacy_none(type(self).__name__, size_average, reduce)
         super().__init__(reduction, empty_mean)
 
     def forward(self, input, target, *, grad_scale=1.0):
-        return F.mse_loss(input, target, self.reduction, empty_mean=self.empty_mean,
+        return F.mse_loss(input, target, reduction=self.reduction, empty_mean=self.empty_mean,
                           grad_scale=grad_scale)

@@ -174,6 +174,22 @@ def test_cuda_path_uses_the_current_stream(device):
 # nn.Module wrappers
 
 
+# Parameters PyTorch added after the binding was written, at the end of its list (mse_loss's
+# weight, 2.6): missing from ours, they cannot shift a positional call.
+NEWER_IN_PYTORCH = {"weight"}
+
+
+def assert_follows(ours, theirs):
+    """Our positional parameters are PyTorch's, in its order with its defaults, the deprecated
+    size_average and reduce included."""
+    want = [(p.name, p.default) for p in theirs.parameters.values()
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    got = [(p.name, p.default) for p in ours.parameters.values()
+           if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert got == want[:len(got)], (got, want)
+    assert {name for name, _ in want[len(got):]} <= NEWER_IN_PYTORCH, (got, want)
+
+
 MODULES = [
     (fusedloss.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
     (fusedloss.CrossEntropyLoss, torch.nn.CrossEntropyLoss),
@@ -183,12 +199,8 @@ MODULES = [
 
 @pytest.mark.parametrize("ours,theirs", MODULES, ids=[m[1].__name__ for m in MODULES])
 def test_module_signatures_follow_pytorch(ours, theirs):
-    """PyTorch's parameters in PyTorch's order and defaults, less size_average and reduce."""
-    want = [(p.name, p.default) for p in inspect.signature(theirs).parameters.values()
-            if p.name not in ("size_average", "reduce")]
-    got = [(p.name, p.default) for p in inspect.signature(ours).parameters.values()
-           if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    assert got == want
+    """PyTorch's parameters in PyTorch's order and defaults, size_average and reduce included."""
+    assert_follows(inspect.signature(ours), inspect.signature(theirs))
 
 
 @pytest.mark.parametrize("fn,theirs", [
@@ -198,11 +210,7 @@ def test_module_signatures_follow_pytorch(ours, theirs):
     (fusedloss.sigmoid_focal_loss, torchvision.ops.sigmoid_focal_loss),
 ])
 def test_function_signatures_follow_pytorch(fn, theirs):
-    want = [(p.name, p.default) for p in inspect.signature(theirs).parameters.values()
-            if p.name not in ("size_average", "reduce")]
-    got = [(p.name, p.default) for p in inspect.signature(fn).parameters.values()
-           if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    assert got == want
+    assert_follows(inspect.signature(fn), inspect.signature(theirs))
 
 
 def test_modules_match_the_functions(gen):
@@ -213,13 +221,14 @@ def test_modules_match_the_functions(gen):
     pairs = [
         (fusedloss.CrossEntropyLoss(w, ignore_index=3, label_smoothing=0.1, z_loss=1e-3,
                                     softcap=5.0)(x, y),
-         fusedloss.cross_entropy(x, y, w, 3, "mean", 0.1, z_loss=1e-3, softcap=5.0)),
+         fusedloss.cross_entropy(x, y, w, None, 3, None, "mean", 0.1, z_loss=1e-3,
+                                 softcap=5.0)),
         (fusedloss.CrossEntropyLoss(w, ignore_index=3, label_smoothing=0.1)(x, y),
          F.cross_entropy(x, y, w.double(), ignore_index=3, label_smoothing=0.1)),
-        (fusedloss.BCEWithLogitsLoss(w, "sum", pos_weight=w * 2)(x, p),
+        (fusedloss.BCEWithLogitsLoss(w, None, None, "sum", pos_weight=w * 2)(x, p),
          F.binary_cross_entropy_with_logits(x, p, w.double(), reduction="sum",
                                             pos_weight=w.double() * 2)),
-        (fusedloss.MSELoss("none")(x, p), F.mse_loss(x, p, reduction="none")),
+        (fusedloss.MSELoss(None, None, "none")(x, p), F.mse_loss(x, p, reduction="none")),
         (fusedloss.SigmoidFocalLoss(0.3, 1.5, "mean")(x, p),
          torchvision.ops.sigmoid_focal_loss(x, p, 0.3, 1.5, "mean")),
         (fusedloss.SoftmaxFocalLoss([1.0, 2.0, 0.5, 1.0, 1.0], gamma=0.0)(x, y),

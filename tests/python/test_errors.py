@@ -23,18 +23,58 @@ MODULES = [fusedloss.BCEWithLogitsLoss, fusedloss.CrossEntropyLoss, fusedloss.Si
            fusedloss.SoftmaxFocalLoss, fusedloss.MSELoss]
 
 
+# The losses PyTorch has: size_average and reduce keep its slots, None accepted.
+LEGACY_CALLS = ["binary_cross_entropy_with_logits", "cross_entropy", "mse_loss"]
+LEGACY_MODULES = [fusedloss.BCEWithLogitsLoss, fusedloss.CrossEntropyLoss, fusedloss.MSELoss]
+
+
 @pytest.mark.parametrize("legacy", ["size_average", "reduce"])
-@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("name", LEGACY_CALLS)
 def test_deprecated_size_average_and_reduce_raise_type_error_naming_them(name, legacy):
     with pytest.raises(TypeError, match=f"'{legacy}'.*reduction="):
         CALLS[name](**{legacy: True})
+    CALLS[name](**{legacy: None})  # PyTorch's own tables pass None there
 
 
 @pytest.mark.parametrize("legacy", ["size_average", "reduce"])
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", LEGACY_MODULES, ids=lambda m: m.__name__)
 def test_modules_refuse_size_average_and_reduce(module, legacy):
     with pytest.raises(TypeError, match=f"'{legacy}'"):
         module(**{legacy: False})
+    module(**{legacy: None})
+
+
+def test_positional_calls_land_where_pytorch_puts_them():
+    """CrossEntropyLoss(None, None, 1) is how PyTorch's criterion tables build the loss: 1 is
+    ignore_index, not reduction; a legacy value in a positional slot is refused by name."""
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([1, 0, 3, 1, 2])
+    got = fusedloss.CrossEntropyLoss(None, None, 1)(x, y)
+    want = torch.nn.CrossEntropyLoss(None, None, 1)(x, y)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(fusedloss.cross_entropy(x, y, None, None, 1, None, "sum", 0.1),
+                               torch.nn.functional.cross_entropy(x, y, None, None, 1, None,
+                                                                 "sum", 0.1))
+    w = torch.rand(4, dtype=torch.float64) + 0.5
+    torch.testing.assert_close(fusedloss.CrossEntropyLoss(w, None)(x, y),
+                               torch.nn.CrossEntropyLoss(w, None)(x, y))
+    p = torch.rand(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(
+        fusedloss.binary_cross_entropy_with_logits(x, p, None, None, None, "sum", w),
+        torch.nn.functional.binary_cross_entropy_with_logits(x, p, None, None, None, "sum", w))
+    torch.testing.assert_close(fusedloss.MSELoss(None, None, "sum")(x, p),
+                               torch.nn.MSELoss(None, None, "sum")(x, p))
+    with pytest.raises(TypeError, match="'size_average'"):
+        fusedloss.CrossEntropyLoss(w, True)
+    with pytest.raises(TypeError, match="'reduce'"):
+        fusedloss.cross_entropy(x, y, None, None, -100, False)
+
+
+@pytest.mark.parametrize("legacy", ["size_average", "reduce"])
+@pytest.mark.parametrize("name", ["sigmoid_focal_loss", "softmax_focal_loss"])
+def test_losses_pytorch_lacks_have_no_legacy_slots(name, legacy):
+    with pytest.raises(TypeError, match=f"'{legacy}'"):
+        CALLS[name](**{legacy: None})
 
 
 @pytest.mark.parametrize("name", CALLS)

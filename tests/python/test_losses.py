@@ -55,7 +55,7 @@ def test_bce_with_logits(device, dtype, reduction, weight, pos_weight, soft, gen
     w, pw = [None if t is None else t.float().to(device) for t in (w, pw)]
 
     def ours(x):
-        return fusedloss.binary_cross_entropy_with_logits(x, y, w, reduction, pw)
+        return fusedloss.binary_cross_entropy_with_logits(x, y, w, None, None, reduction, pw)
 
     def oracle(x64):
         return F.binary_cross_entropy_with_logits(
@@ -109,7 +109,8 @@ def test_cross_entropy(device, dtype, reduction, targets, weighted, label_smooth
     w = (torch.rand(classes, generator=gen) + 0.25).to(device) if weighted else None
 
     def ours(x):
-        return fusedloss.cross_entropy(view(x), y, w, ignore_index, reduction, label_smoothing)
+        return fusedloss.cross_entropy(view(x), y, w, None, ignore_index, None, reduction,
+                                       label_smoothing)
 
     def oracle(x64):
         return F.cross_entropy(
@@ -155,8 +156,8 @@ def test_cross_entropy_z_loss_and_softcap(device, dtype, reduction, z_loss, soft
     smoothing = 0.1
 
     def ours(x):
-        return fusedloss.cross_entropy(view(x), y, w, -100, reduction, smoothing, z_loss=z_loss,
-                                       softcap=softcap)
+        return fusedloss.cross_entropy(view(x), y, w, None, -100, None, reduction, smoothing,
+                                       z_loss=z_loss, softcap=softcap)
 
     def oracle(x64):
         return composed_cross_entropy(view(x64), y if not y.is_floating_point() else y.double(),
@@ -166,8 +167,9 @@ def test_cross_entropy_z_loss_and_softcap(device, dtype, reduction, z_loss, soft
 
     # The z-loss term on its own, as return_z_loss reports it (no gradient).
     with torch.no_grad():
-        loss, term = fusedloss.cross_entropy(view(x), y, w, -100, reduction, smoothing,
-                                             z_loss=z_loss, softcap=softcap, return_z_loss=True)
+        loss, term = fusedloss.cross_entropy(view(x), y, w, None, -100, None, reduction,
+                                             smoothing, z_loss=z_loss, softcap=softcap,
+                                             return_z_loss=True)
         want = composed_cross_entropy(view(x.double()), y if not y.is_floating_point()
                                       else y.double(), w.double(), -100, reduction, smoothing,
                                       z_loss, softcap)[1]
@@ -271,7 +273,7 @@ def test_mse_loss(device, dtype, reduction, target_grad, gen):
     y = torch.randn(shape, generator=gen).to(dtype).to(device)
 
     def ours(x):
-        return fusedloss.mse_loss(x, y, reduction)
+        return fusedloss.mse_loss(x, y, None, None, reduction)
 
     def oracle(x64):
         return F.mse_loss(x64, y.double(), reduction=reduction)
@@ -279,7 +281,7 @@ def test_mse_loss(device, dtype, reduction, target_grad, gen):
     check_loss(ours, oracle, x, dtype, gen, "mse_loss")
     if target_grad:  # both sides differentiable, as in distillation: d/dy = -d/dx
         y.requires_grad_()
-        out = fusedloss.mse_loss(x, y, reduction)
+        out = fusedloss.mse_loss(x, y, None, None, reduction)
         gx, gy = torch.autograd.grad(out, (x, y), torch.ones_like(out))
         assert torch.equal(gy, -gx)
         y64 = y.detach().double().requires_grad_()
