@@ -195,8 +195,9 @@ class LibraryNotFoundError(ImportError):
 
 
 def find_library():
-    """The path of ``libfusedloss.so``: ``$FUSEDLOSS_LIBRARY`` when set, else the first build tree
-    of :data:`BUILD_TREES` that has one. Raises :class:`LibraryNotFoundError` naming both."""
+    """The path of ``libfusedloss.so``: ``$FUSEDLOSS_LIBRARY`` when set, else the package's own copy
+    (``pip install .`` puts one beside this file), else the first build tree of
+    :data:`BUILD_TREES` that has one. Raises :class:`LibraryNotFoundError` naming them."""
     env = os.environ.get("FUSEDLOSS_LIBRARY")
     if env:
         if not Path(env).is_file():
@@ -205,14 +206,16 @@ def find_library():
                 "libfusedloss.so, or unset it to use the build tree"
             )
         return Path(env)
-    searched = [_REPO_ROOT / tree / "libfusedloss.so" for tree in BUILD_TREES]
+    searched = [Path(__file__).resolve().parent / "libfusedloss.so"]
+    searched += [_REPO_ROOT / tree / "libfusedloss.so" for tree in BUILD_TREES]
     for path in searched:
         if path.is_file():
             return path
     raise LibraryNotFoundError(
-        "fusedloss: cannot find libfusedloss.so: $FUSEDLOSS_LIBRARY is not set, and neither "
-        + " nor ".join(str(p) for p in searched)
-        + " exists. Build it (`cmake --preset default && cmake --build --preset default`, or "
+        "fusedloss: cannot find libfusedloss.so: $FUSEDLOSS_LIBRARY is not set, and none of "
+        + ", ".join(str(p) for p in searched)
+        + " exists. Install the package (`pip install --no-build-isolation .`), build the "
+        "library (`cmake --preset default && cmake --build --preset default`, or "
         "`-DFUSEDLOSS_WITH_CUDA=OFF` for the CPU reference alone) or set $FUSEDLOSS_LIBRARY to "
         "its path."
     )

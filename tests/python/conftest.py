@@ -17,10 +17,16 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "python") not in sys.path:  # so that `pytest tests/python` runs from anywhere
+#: FUSEDLOSS_TEST_INSTALLED=1: test the installed package (`pip install .`, as CI does), not the
+#: source tree's, which is otherwise put first so that `pytest tests/python` runs from anywhere.
+INSTALLED = os.environ.get("FUSEDLOSS_TEST_INSTALLED") == "1"
+if not INSTALLED and str(REPO / "python") not in sys.path:
     sys.path.insert(0, str(REPO / "python"))
 
 import fusedloss  # noqa: E402
+
+if INSTALLED and REPO in Path(fusedloss.__file__).resolve().parents:
+    raise RuntimeError(f"FUSEDLOSS_TEST_INSTALLED=1, but fusedloss comes from {fusedloss.__file__}")
 
 #: The devices under test: the CPU reference always, the CUDA kernels when there is a GPU and the
 #: library was built with CUDA (scripts/gpu-check.sh runs this suite there).

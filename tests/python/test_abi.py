@@ -121,8 +121,23 @@ def test_a_missing_library_fails_the_import_naming_where_it_looked(tmp_path):
     assert result.returncode != 0
     assert "LibraryNotFoundError" in result.stderr
     assert "$FUSEDLOSS_LIBRARY is not set" in result.stderr
-    for tree in ("build/default/libfusedloss.so", "build/release/libfusedloss.so"):
-        assert str(tmp_path / "repo" / tree) in result.stderr
+    for where in ("python/fusedloss/libfusedloss.so", "build/default/libfusedloss.so",
+                  "build/release/libfusedloss.so"):
+        assert str(tmp_path / "repo" / where) in result.stderr
+
+
+def test_the_packages_own_library_comes_before_the_build_trees(tmp_path):
+    """`pip install .` ships libfusedloss.so inside the package: that copy is found, unset
+    $FUSEDLOSS_LIBRARY, with no build tree beside it."""
+    package = tmp_path / "repo" / "python" / "fusedloss"
+    shutil.copytree(REPO / "python" / "fusedloss", package)
+    shutil.copy2(fusedloss.library_path, package / "libfusedloss.so")
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDLOSS_LIBRARY"}
+    env["PYTHONPATH"] = str(package.parent)
+    result = subprocess.run([sys.executable, "-c", "import fusedloss; print(fusedloss.library_path)"],
+                            env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(package / "libfusedloss.so")
 
 
 def test_fusedloss_library_is_used_and_checked(tmp_path):
