@@ -28,6 +28,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import _abi
 
@@ -59,7 +60,9 @@ _FLOAT_OPTIONS = {
 }
 # The params field that takes each loss's per-class (or, for BCE, per-element) weight vector.
 _WEIGHT_FIELD = {"bce": "weight", "cross_entropy": "weight", "softmax_focal": "alpha"}
-_PUBLIC_NAME = {"cross_entropy": "cross_entropy", "softmax_focal": "softmax_focal_loss"}
+_PUBLIC_NAME = {"bce": "binary_cross_entropy_with_logits", "cross_entropy": "cross_entropy",
+                "sigmoid_focal": "sigmoid_focal_loss", "softmax_focal": "softmax_focal_loss",
+                "mse": "mse_loss"}
 _NONE = _abi.REDUCTIONS["none"]
 
 
@@ -167,17 +170,53 @@ def _scale_gradient(grad, grad_output, row_none):
 
 class _FusedLoss(torch.autograd.Function):
     """Every loss: the forward runs the library (fused when a gradient is needed); the backward
-    scales the kept gradient by grad_output."""
+    scales the kept gradient by grad_output; forward-mode AD (jvp) dots it with the input's
+    tangent."""
 
     @staticmethod
     def forward(ctx, input, target, weight, pos_weight, scale, loss, ints, floats, compute_grad):
         out, z_loss, grad = _compute(loss, input, target, weight, pos_weight, scale, ints, floats,
                                      compute_grad)
         ctx.mark_non_differentiable(z_loss, grad)
+        ctx.set_materialize_grads(False)  # jvp: an argument without a tangent gets None, not 0
         ctx.save_for_backward(grad)
-        ctx.row_none = loss in _ROW_LOSSES and ints[0] == _NONE
+        ctx.save_for_forward(grad)
+        ctx.loss = loss
+        ctx.z_loss_shape = z_loss.shape
+        ctx.none = ints[0] == _NONE
+        ctx.row_none = loss in _ROW_LOSSES and ctx.none
         ctx.consumed = False
         return out, z_loss, grad
+
+    @staticmethod
+    def jvp(ctx, input_t, target_t, *_):
+        """The loss's tangent: the kept gradient (d loss / d input, the mean's 1/M and grad_scale
+        included, as in the backward) times the input's tangent, summed over what the loss sums:
+        everything when reduced, the classes of each row under 'none' for the row losses, nothing
+        for an element loss under 'none'. MSE's target contributes minus the same product."""
+        (grad,) = ctx.saved_tensors
+        if target_t is not None and ctx.loss != "mse":
+            raise RuntimeError(
+                f"fusedloss: {_PUBLIC_NAME[ctx.loss]}() has no forward-mode derivative with "
+                "respect to its target (its target gets no gradient); give only the input a "
+                "tangent")
+        product = None
+        if input_t is not None:
+            product = grad * input_t
+        if target_t is not None:
+            product = -grad * target_t if product is None else product - grad * target_t
+        if product is None:
+            tangent = None
+        elif not ctx.none:
+            tangent = product.sum()
+        elif ctx.row_none:
+            tangent = product.sum(dim=1)
+        else:
+            tangent = product
+        # The non-differentiable outputs get zero tangents, not None, which PyTorch 1.13 cannot
+        # take (an internal assert).
+        zero = grad.new_zeros(())
+        return tangent, zero.expand(ctx.z_loss_shape), zero.expand(grad.shape)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -232,6 +271,11 @@ def _register_custom_op():
 _custom_op = _register_custom_op()
 
 
+def _has_tangent(tensor):
+    """Whether ``tensor`` is a dual tensor of forward-mode AD (its tangent needs the gradient)."""
+    return forward_ad.unpack_dual(tensor).tangent is not None
+
+
 def _compiling():
     is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return is_compiling is not None and is_compiling()
@@ -246,8 +290,9 @@ def _apply(loss, fn, input, target, weight=None, pos_weight=None, *, reduction, 
     ints = [_reduction(reduction), _empty_mean(empty_mean), ignore_index, int(validate_targets),
             int(return_z_loss)]
     floats = [scale_value, *options]
-    compute_grad = torch.is_grad_enabled() and (
-        input.requires_grad or (target_grad and target.requires_grad))
+    compute_grad = (torch.is_grad_enabled() and (
+        input.requires_grad or (target_grad and target.requires_grad))) or (
+        _has_tangent(input) or (target_grad and _has_tangent(target)))
     args = (input, target, weight, pos_weight, scale, loss, ints, floats, compute_grad)
     if _custom_op is not None and _compiling():
         out, z_loss, _ = _custom_op(loss, *args[:5], ints, floats, compute_grad)
