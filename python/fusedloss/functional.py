@@ -287,7 +287,7 @@ def _apply(loss, fn, input, target, weight=None, pos_weight=None, *, reduction, 
     """Runs ``loss`` (public name ``fn``) through the custom op (while compiling) or the autograd
     function, on tensors laid out for the library."""
     scale, scale_value = _grad_scale(fn, grad_scale, input)
-    ints = [_reduction(reduction), _empty_mean(empty_mean), ignore_index, int(validate_targets),
+    ints = [_reduction(reduction, loss), _empty_mean(empty_mean), ignore_index, int(validate_targets),
             int(return_z_loss)]
     floats = [scale_value, *options]
     compute_grad = (torch.is_grad_enabled() and (
@@ -366,8 +366,13 @@ def _no_gradient_for(fn, **tensors):
                 f"grad; pass {name}.detach()")
 
 
-def _reduction(reduction):
+def _reduction(reduction, loss=None):
+    """The library's code of ``reduction``; a bad one raises ValueError in PyTorch's words, or in
+    torchvision's for sigmoid focal (its tests match them)."""
     if not isinstance(reduction, str) or reduction not in _abi.REDUCTIONS:
+        if loss == "sigmoid_focal":
+            raise ValueError(f"Invalid Value for arg 'reduction': '{reduction} \n Supported "
+                             "reduction modes: 'none', 'mean', 'sum'")
         raise ValueError(f"{reduction} is not a valid value for reduction")
     return _abi.REDUCTIONS[reduction]
 

@@ -19,9 +19,11 @@ __all__ = [
 
 
 class _Loss(torch.nn.Module):
+    _loss = None  # the library's name of the loss, for the words of a bad reduction's error
+
     def __init__(self, reduction, empty_mean):
         super().__init__()
-        _reduction(reduction)  # refuse a bad value here rather than at the first call
+        _reduction(reduction, self._loss)  # refuse a bad value here rather than at the first call
         _empty_mean(empty_mean)
         self.reduction = reduction
         self.empty_mean = empty_mean
@@ -82,6 +84,7 @@ class SigmoidFocalLoss(_Loss):
     """:func:`fusedloss.functional.sigmoid_focal_loss` (torchvision's) as a module."""
 
     _options = ("alpha", "gamma")
+    _loss = "sigmoid_focal"
 
     def __init__(self, alpha=0.25, gamma=2, reduction="none", *, empty_mean="nan"):
         super().__init__(reduction, empty_mean)
