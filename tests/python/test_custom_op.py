@@ -27,6 +27,11 @@ CASES = {
     "bce": lambda x, y, **kw: fusedloss.binary_cross_entropy_with_logits(
         x, (y % 2).to(x.dtype).expand_as(x).contiguous(), **kw),
     "mse": lambda x, y, **kw: fusedloss.mse_loss(x, y.to(x.dtype).expand_as(x).contiguous(), **kw),
+    "sigmoid_focal": lambda x, y, **kw: fusedloss.sigmoid_focal_loss(
+        x, (y % 2).to(x.dtype).expand_as(x).contiguous(), **kw),
+    "cross_entropy_probabilities": lambda x, y, **kw: fusedloss.cross_entropy(
+        x, torch.softmax(torch.arange(x.numel(), dtype=x.dtype).reshape(x.shape) % 7 * 0.3,
+                         dim=1), **kw),
 }
 
 
@@ -36,7 +41,8 @@ CASES = {
 def test_torch_compile_traces_the_losses_without_a_graph_break(name, reduction):
     torch._dynamo.reset()
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    y = torch.arange(6).unsqueeze(1) % 5 if name in ("bce", "mse") else torch.arange(6) % 5
+    y = torch.arange(6).unsqueeze(1) % 5 if name in ("bce", "mse", "sigmoid_focal") else (
+        torch.arange(6) % 5)
 
     def run(x):
         return CASES[name](x, y, reduction=reduction)
