@@ -115,35 +115,118 @@ void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p) {
   p->gamma = 2.0;
 }
 
-#define FUSEDLOSS_DEFINE_LOSS(name)                                                                \
-  fusedloss_status fusedloss_##name##_workspace_size(const fusedloss_##name##_params* p,           \
-                                                     size_t* bytes, fusedloss_error* err) {        \
-    return fusedloss::host::workspace_size(p, bytes, err);                                         \
-  }                                                                                                \
-  fusedloss_status fusedloss_##name##_forward(const fusedloss_##name##_params* p, void* workspace, \
-                                              size_t workspace_bytes, void* stream,                \
-                                              fusedloss_error* err) {                              \
-    return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);        \
-  }                                                                                                \
-  fusedloss_status fusedloss_##name##_backward(const fusedloss_##name##_params* p,                 \
-                                               void* workspace, size_t workspace_bytes,            \
-                                               void* stream, fusedloss_error* err) {               \
-    return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);       \
-  }                                                                                                \
-  fusedloss_status fusedloss_##name##_forward_backward(const fusedloss_##name##_params* p,         \
-                                                       void* workspace, size_t workspace_bytes,    \
-                                                       void* stream, fusedloss_error* err) {       \
-    return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream,     \
-                                err);                                                              \
-  }
+fusedloss_status fusedloss_bce_workspace_size(const fusedloss_bce_params* p, size_t* bytes,
+                                              fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
 
-FUSEDLOSS_DEFINE_LOSS(bce)
-FUSEDLOSS_DEFINE_LOSS(sigmoid_focal)
-FUSEDLOSS_DEFINE_LOSS(mse)
-FUSEDLOSS_DEFINE_LOSS(cross_entropy)
-FUSEDLOSS_DEFINE_LOSS(softmax_focal)
+fusedloss_status fusedloss_bce_forward(const fusedloss_bce_params* p, void* workspace,
+                                       size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
 
-#undef FUSEDLOSS_DEFINE_LOSS
+fusedloss_status fusedloss_bce_backward(const fusedloss_bce_params* p, void* workspace,
+                                        size_t workspace_bytes, void* stream,
+                                        fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_bce_forward_backward(const fusedloss_bce_params* p, void* workspace,
+                                                size_t workspace_bytes, void* stream,
+                                                fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_sigmoid_focal_workspace_size(const fusedloss_sigmoid_focal_params* p,
+                                                        size_t* bytes, fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_sigmoid_focal_forward(const fusedloss_sigmoid_focal_params* p,
+                                                 void* workspace, size_t workspace_bytes,
+                                                 void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_sigmoid_focal_backward(const fusedloss_sigmoid_focal_params* p,
+                                                  void* workspace, size_t workspace_bytes,
+                                                  void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_sigmoid_focal_forward_backward(const fusedloss_sigmoid_focal_params* p,
+                                                          void* workspace, size_t workspace_bytes,
+                                                          void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_mse_workspace_size(const fusedloss_mse_params* p, size_t* bytes,
+                                              fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_mse_forward(const fusedloss_mse_params* p, void* workspace,
+                                       size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_mse_backward(const fusedloss_mse_params* p, void* workspace,
+                                        size_t workspace_bytes, void* stream,
+                                        fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_mse_forward_backward(const fusedloss_mse_params* p, void* workspace,
+                                                size_t workspace_bytes, void* stream,
+                                                fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_workspace_size(const fusedloss_cross_entropy_params* p,
+                                                        size_t* bytes, fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_forward(const fusedloss_cross_entropy_params* p,
+                                                 void* workspace, size_t workspace_bytes,
+                                                 void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_backward(const fusedloss_cross_entropy_params* p,
+                                                  void* workspace, size_t workspace_bytes,
+                                                  void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_forward_backward(const fusedloss_cross_entropy_params* p,
+                                                          void* workspace, size_t workspace_bytes,
+                                                          void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_softmax_focal_workspace_size(const fusedloss_softmax_focal_params* p,
+                                                        size_t* bytes, fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_softmax_focal_forward(const fusedloss_softmax_focal_params* p,
+                                                 void* workspace, size_t workspace_bytes,
+                                                 void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_softmax_focal_backward(const fusedloss_softmax_focal_params* p,
+                                                  void* workspace, size_t workspace_bytes,
+                                                  void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_softmax_focal_forward_backward(const fusedloss_softmax_focal_params* p,
+                                                          void* workspace, size_t workspace_bytes,
+                                                          void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
 
 fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel,
                                           const void* scale, fusedloss_dtype scale_dtype,

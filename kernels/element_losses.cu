@@ -95,8 +95,8 @@ __device__ __forceinline__ logistic logistic_of(float t) {
 }
 
 // The loss a softplus(-x) + b softplus(x) with the terms' coefficients a = w pw y and b = w (1 - y)
-// (SEMANTICS.md), written as (a + b) log(1 + e) + (x >= 0 ? b : a) |x| with e = exp(-|x|): |x| is
-// the only factor that can be infinite, and its coefficient is its term's, so the product is
+// (docs/SEMANTICS.md), written as (a + b) log(1 + e) + (x >= 0 ? b : a) |x| with e = exp(-|x|): |x|
+// is the only factor that can be infinite, and its coefficient is its term's, so the product is
 // skipped when that is exactly 0 (a NaN logit still gives NaN through the first term). a + b is
 // formed as w (1 + (pw - 1) y), exactly 1 without weights (kUnitWeights: w = pw = 1, not read).
 // The gradient b sigma(x) - a sigma(-x) = w [sigma(x)(1 + (pw - 1) y) - pw y] is taken as
@@ -131,7 +131,7 @@ __device__ __forceinline__ float integer_power(float m, int n) {
 
 // Loss alpha_t m^gamma ce and gradient
 // alpha_t [m^gamma (p - y) - gamma m^(gamma-1) (2y - 1) p (1 - p) ce] with m = 1 - p_t
-// (SEMANTICS.md). For an integer gamma the form is branch-free: m^(gamma-1) has no negative
+// (docs/SEMANTICS.md). For an integer gamma the form is branch-free: m^(gamma-1) has no negative
 // power there (gamma = 0 drops its term). A real gamma in (0, 1) can overflow
 // m^(gamma - 1) at a hard target, where the form with m^gamma p_t in its place is used.
 template <focus_power kPower>

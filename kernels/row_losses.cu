@@ -45,8 +45,8 @@
 // Stability. The summary keeps sum exp(x - max) and the weighted logit sum relative to the same
 // max, so shifting a row changes nothing; a -inf logit adds nothing to the sum and makes a term
 // with a non-zero coefficient +inf without ever forming 0 * inf; the softmax focal gradient uses
-// m = -expm1(lp_y) and r = lp_y / m (SEMANTICS.md), finite for every gamma >= 0; all arithmetic is
-// float32, the true-class term P p_y - A included.
+// m = -expm1(lp_y) and r = lp_y / m (docs/SEMANTICS.md), finite for every gamma >= 0; all
+// arithmetic is float32, the true-class term P p_y - A included.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -82,7 +82,7 @@ constexpr int kMostBlocksPerSm = 2048 / kBlockThreads;  // no tier's grid exceed
 constexpr int64_t kIgnored = -1;
 constexpr int64_t kInvalid = -2;
 
-// What the hot loops compute per element, fixed at compile time (DECISIONS.md 7).
+// What the hot loops compute per element, fixed at compile time (docs/DESIGN.md, decision 7).
 enum class feature {
   plain,               // index targets (cross-entropy or softmax focal), no smoothing, no soft-cap
   smoothing,           // cross-entropy with label smoothing, no class weights, no soft-cap

@@ -1,7 +1,7 @@
 // The element losses (BCE with logits, sigmoid focal, MSE) through the public API on the CPU path:
 // values worked out by hand, gradients against central finite differences for every option, the
-// properties SEMANTICS.md promises, the edge cases and deliberate differences, and the 16-bit and
-// float32 paths against float64 on the same rounded inputs.
+// properties docs/SEMANTICS.md promises, the edge cases and deliberate differences, and the 16-bit
+// and float32 paths against float64 on the same rounded inputs.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,6 +1,7 @@
 // The row losses (cross-entropy with class-index and probability targets, softmax focal) through
 // the public API on the CPU reference: hand-computed values, central finite differences of every
-// backward over every option combination, the properties SEMANTICS.md promises, and its edge cases.
+// backward over every option combination, the properties docs/SEMANTICS.md promises, and its edge
+// cases.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -528,7 +529,8 @@ TEST(RowLossValues, SoftCap) {
 // ------------------------------------------------------------------------------------
 
 // Integer logits in [-8, 8] shifted by the largest amount the dtype still holds exactly
-// (DECISIONS.md 11): x - max is then exact, so the losses and gradients are bitwise unchanged.
+// (docs/DESIGN.md, decision 11): x - max is then exact, so the losses and gradients are bitwise
+// unchanged.
 TEST(RowLossProperties, CrossEntropyIsShiftInvariant) {
   SEEDED_RNG(rng);
   std::uniform_int_distribution<int> integer(-8, 8);

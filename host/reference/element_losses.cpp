@@ -1,6 +1,6 @@
-// The element losses (BCE with logits, sigmoid focal, MSE) in double, straight from SEMANTICS.md.
-// Each loss is a per-element function giving (loss, dloss/dx); one driver applies the reduction and
-// the upstream gradient for all three, so those rules live in one place.
+// The element losses (BCE with logits, sigmoid focal, MSE) in double, straight from
+// docs/SEMANTICS.md. Each loss is a per-element function giving (loss, dloss/dx); one driver
+// applies the reduction and the upstream gradient for all three, so those rules live in one place.
 #include <cmath>
 #include <cstdint>
 

@@ -1,7 +1,7 @@
-// The CPU reference: every loss of SEMANTICS.md computed in double from the stored inputs, written
-// straight from the formulas and sharing no code with the CUDA kernels, so a mistake in one cannot
-// hide in the other. The API layer calls these after it has validated the params and resolved their
-// defaults (row_stride and grad_row_stride are never 0 here).
+// The CPU reference: every loss of docs/SEMANTICS.md computed in double from the stored inputs,
+// written straight from the formulas and sharing no code with the CUDA kernels, so a mistake in one
+// cannot hide in the other. The API layer calls these after it has validated the params and
+// resolved their defaults (row_stride and grad_row_stride are never 0 here).
 #pragma once
 
 #include <cstdint>

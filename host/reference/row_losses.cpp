@@ -1,7 +1,7 @@
 // The row losses (cross-entropy with index or probability targets, softmax focal) in double,
-// straight from SEMANTICS.md. One driver owns what the losses share: the layout, loading a row with
-// its soft-cap and LSE, ignored and out-of-range targets, the reduction with its normaliser, and
-// the upstream gradient; each loss is a function of one loaded row giving its loss and dL/dx.
+// straight from docs/SEMANTICS.md. One driver owns what the losses share: the layout, loading a row
+// with its soft-cap and LSE, ignored and out-of-range targets, the reduction with its normaliser,
+// and the upstream gradient; each loss is a function of one loaded row giving its loss and dL/dx.
 #include <cmath>
 #include <cstdint>
 #include <vector>

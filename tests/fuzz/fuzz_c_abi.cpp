@@ -37,7 +37,7 @@
 // - in the generator's moderate mode (finite, moderate values), every output is finite; with
 //   float64 logits there, a row loss's backward from forward's saved LSE matches the one that
 //   computes its own, and cross-entropy's index targets match their one-hot probability targets
-//   (SEMANTICS.md), losses and gradients, through the two target paths.
+//   (docs/SEMANTICS.md), losses and gradients, through the two target paths.
 // A failed check prints what it saw and aborts; libFuzzer then saves the input.
 #include <algorithm>
 #include <cmath>
@@ -722,7 +722,7 @@ int64_t invalid_targets(const fuzz_case& f, const block& targets) {
   return invalid;
 }
 
-// The mean's normaliser, from SEMANTICS.md: M for the element losses, N*S for probability
+// The mean's normaliser, from docs/SEMANTICS.md: M for the element losses, N*S for probability
 // targets, the count of non-ignored rows, or with cross-entropy's class weights the sum of their
 // weights (in row order, as the library adds them, so that a sum that cancels to 0 agrees).
 double normaliser(const fuzz_case& f, const buffers& b) {
@@ -929,8 +929,8 @@ void check_saved_lse(const fuzz_case& f, const P& p, const buffers& original,
 }
 
 // Cross-entropy, float64 logits, moderate values, every row a class: index targets equal the
-// smoothed one-hot probability targets row by row (SEMANTICS.md), losses under none and gradients
-// from upstream 1, computed by the two target paths.
+// smoothed one-hot probability targets row by row (docs/SEMANTICS.md), losses under none and
+// gradients from upstream 1, computed by the two target paths.
 void check_one_hot(const fuzz_case& f, const fusedloss_cross_entropy_params& p,
                    const buffers& original, std::vector<unsigned char>& workspace) {
   if (!f.index_targets || f.count == 0 || f.count * f.classes > kCap) return;

@@ -9,16 +9,17 @@ Run with Debian's Python (PyTorch 1.13 CPU, torchvision 0.14):
 Every case draws its inputs from a generator seeded by the case's name, so reruns reproduce the
 committed files byte for byte, and adding a case does not change the others.
 
-Oracles (DECISIONS.md 9-10):
+Oracles (docs/DESIGN.md, decisions 9-10):
 - PyTorch's own loss where it has one: F.binary_cross_entropy_with_logits, F.cross_entropy (weight,
   ignore_index, label_smoothing, probability targets), F.mse_loss, torchvision's
   sigmoid_focal_loss; where it has not (z-loss, soft-cap, softmax focal, the zero empty-mean
-  policy), PyTorch ops composed from SEMANTICS.md. Always float64, with autograd for the gradient.
+  policy), PyTorch ops composed from docs/SEMANTICS.md. Always float64, with autograd for the
+  gradient.
 - Inputs of float32/float16/bfloat16 cases are drawn, rounded to the dtype with torch (`.to`), then
   upcast to float64 for the oracle.
-- Where SEMANTICS.md departs from PyTorch, the expected values are SEMANTICS's; each patch below
-  says which difference it implements.
-- Every case is also computed a second way, straight from SEMANTICS.md's formulas (loss and the
+- Where docs/SEMANTICS.md departs from PyTorch, the expected values are its; each patch below says
+  which difference it implements.
+- Every case is also computed a second way, straight from docs/SEMANTICS.md's formulas (loss and the
   analytic gradient, no autograd), and the script stops unless both ways agree to 1e-13 relative
   (NaN with NaN, infinities exactly). A case whose inputs make the float64 oracle inexact (a
   confident row whose tiny loss cancels) fails that check rather than going into a golden.
@@ -145,7 +146,7 @@ def add(case):
 
 
 # ----------------------------------------------------------------------------------------------
-# The second way: SEMANTICS.md's formulas, evaluated directly
+# The second way: docs/SEMANTICS.md's formulas, evaluated directly
 
 
 def agree(name, what, got, want, ldt):
@@ -171,7 +172,7 @@ def softplus(t):
 
 
 def times(coef, v):
-    """coef * v with SEMANTICS's rule: a term whose coefficient is exactly 0 contributes 0."""
+    """coef * v with docs/SEMANTICS.md's rule: a term of coefficient exactly 0 contributes 0."""
     return torch.where(coef == 0, torch.zeros_like(v), coef * v)
 
 
@@ -262,10 +263,10 @@ def bce(name, M=24, C=4, ldt="float32", tdt="float32", reduction="mean", empty_m
     kw = dict(weight=None if w is None else wfull.view(R, C), pos_weight=pw)
     elems = F.binary_cross_entropy_with_logits(xr.view(R, C), y.view(R, C), reduction="none",
                                                **kw).reshape(M)
-    # At infinite logits SEMANTICS's formula holds, with a zero coefficient (the weight included)
-    # contributing 0: difference 1 (x = -inf, y = 0 and x = +inf, y = 1 give 0; PyTorch: NaN),
-    # difference 6 (w = 0 gives 0; PyTorch: NaN), and likewise x = -inf with y > 0 gives +inf where
-    # PyTorch's max-shifted form gives NaN (exp(inf - inf)). The gradient is PyTorch's (finite
+    # At infinite logits docs/SEMANTICS.md's formula holds, with a zero coefficient (the weight
+    # included) contributing 0: difference 1 (x = -inf, y = 0 and x = +inf, y = 1 give 0; PyTorch:
+    # NaN), difference 6 (w = 0 gives 0; PyTorch: NaN), and likewise x = -inf with y > 0 gives +inf
+    # where PyTorch's max-shifted form gives NaN (exp(inf - inf)). The gradient is PyTorch's (finite
     # there).
     wv0 = torch.ones(M, dtype=F64) if wfull is None else wfull
     pwv0 = torch.ones(M, dtype=F64) if pwfull is None else pw.repeat(R)
@@ -373,8 +374,8 @@ def mse(name, M=24, ldt="float32", tdt="float32", reduction="mean", empty_mean="
 
 
 def literal_lse(x):
-    """SEMANTICS's LSE_n = m_n + log sum_c exp(x_{n,c} - m_n) over dim 1, in IEEE arithmetic: NaN
-    for a row holding +inf or NaN, or only -inf."""
+    """docs/SEMANTICS.md's LSE_n = m_n + log sum_c exp(x_{n,c} - m_n) over dim 1, in IEEE
+    arithmetic: NaN for a row holding +inf or NaN, or only -inf."""
     m = x.amax(dim=1, keepdim=True)
     return (m + torch.log(torch.exp(x - m).sum(dim=1, keepdim=True))).squeeze(1)
 
@@ -502,7 +503,7 @@ def cross_entropy(name, N=6, C=10, S=1, row_stride=None, ldt="float32", tdt="int
     # row's logits are all -inf).
     grad = torch.where(valid.unsqueeze(1), grad, torch.zeros_like(grad))
 
-    # The second way, from SEMANTICS's formulas.
+    # The second way, from docs/SEMANTICS.md's formulas.
     xs = softcap * torch.tanh(x / softcap) if softcap else x
     lse2 = literal_lse(xs).unsqueeze(1)  # (N, 1, S)
     lp = log_softmax_literal(xs)
@@ -596,7 +597,8 @@ def softmax_focal(name, N=6, C=10, S=1, row_stride=None, ldt="float32", tdt="int
     grad = torch.where(valid.unsqueeze(1), grad, torch.zeros_like(grad))
     lse = literal_lse(x)
 
-    # The second way: SEMANTICS's stable gradient, m^g (1 - g u r) ([j = y] - p), r = lp_y / m.
+    # The second way: docs/SEMANTICS.md's stable gradient, m^g (1 - g u r) ([j = y] - p), r = lp_y /
+    # m.
     lse2 = literal_lse(x).unsqueeze(1)
     lp2 = log_softmax_literal(x)
     p = torch.exp(lp2)

@@ -1549,7 +1549,7 @@ TYPED_TEST(RowKernels, MaskedAndNonFiniteLogits) {
   on_every_layout(sum, TestFixture::dtype);
 }
 
-// A NaN logit makes its whole row NaN (SEMANTICS.md), also when it is the only logit, or the
+// A NaN logit makes its whole row NaN (docs/SEMANTICS.md), also when it is the only logit, or the
 // last, that a thread of the block folds, so that no finite logit follows it there: C = 1, and
 // C = 33 with the NaN at class 32, which the two_pass, block and cluster tiers hand to a thread
 // of its own. The warp and spatial tiers (one lane or thread folding class 32 after finite ones)
@@ -1662,7 +1662,7 @@ TYPED_TEST(RowKernels, InPlaceGradient) {
   }
 }
 
-// SEMANTICS.md: softmax focal's mean divides by the count of non-ignored rows, alpha or not.
+// docs/SEMANTICS.md: softmax focal's mean divides by the count of non-ignored rows, alpha or not.
 // In place on clusters of 4 and of 8 blocks (the last with slices near a block's shared-memory
 // limit), soft-capped, on aligned and on misaligned rows (element-wise loops in every block).
 TYPED_TEST(RowKernels, InPlaceGradientOnLargeClusters) {

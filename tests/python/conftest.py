@@ -2,10 +2,10 @@
 (stated once, here), input generation, and running a loss with its gradient.
 
 The oracle is PyTorch (torch.nn.functional, torchvision) in float64 on the same device, or PyTorch
-ops composed from SEMANTICS.md where PyTorch has no such loss or option. 16-bit inputs are rounded
-to their dtype first and the rounded values upcast to float64 for the oracle: Debian's PyTorch 1.13
-has no half-precision CPU kernels for these losses, and the library computes from the rounded
-values too.
+ops composed from docs/SEMANTICS.md where PyTorch has no such loss or option. 16-bit inputs are
+rounded to their dtype first and the rounded values upcast to float64 for the oracle: Debian's
+PyTorch 1.13 has no half-precision CPU kernels for these losses, and the library computes from the
+rounded values too.
 """
 
 import os

@@ -2,7 +2,7 @@
 from a generator seeded per test, every dtype, reduction and layout.
 
 The oracle is torch.nn.functional / torchvision in float64 on the same device; for what PyTorch
-lacks (z-loss, soft-cap, softmax focal loss) it is PyTorch ops composed from SEMANTICS.md, in
+lacks (z-loss, soft-cap, softmax focal loss) it is PyTorch ops composed from docs/SEMANTICS.md, in
 float64 with autograd for the gradient.
 """
 
@@ -123,7 +123,7 @@ def test_cross_entropy(device, dtype, reduction, targets, weighted, label_smooth
 
 def composed_cross_entropy(x, y, weight, ignore_index, reduction, label_smoothing, z_loss,
                            softcap):
-    """Cross-entropy with z-loss and soft-cap composed from PyTorch ops (SEMANTICS.md):
+    """Cross-entropy with z-loss and soft-cap composed from PyTorch ops (docs/SEMANTICS.md):
     x <- s tanh(x / s); L_n = CE_n + z_loss LSE_n^2 on non-ignored rows; mean over PyTorch's
     normaliser (the non-ignored rows' weight for index targets, the row count for probabilities).
     Returns (loss, the z-loss term alone reduced like it)."""

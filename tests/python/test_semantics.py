@@ -1,6 +1,6 @@
-"""The deliberate differences from PyTorch (SEMANTICS.md, "Deliberate differences"), each asserted
-as a difference: what fusedloss gives, and that PyTorch gives something else. Also the empty-mean
-policy and the invalid-target report."""
+"""The deliberate differences from PyTorch (docs/SEMANTICS.md, "Deliberate differences"), each
+asserted as a difference: what fusedloss gives, and that PyTorch gives something else. Also the
+empty-mean policy and the invalid-target report."""
 
 import pytest
 import torch
@@ -158,7 +158,8 @@ def test_empty_inputs_under_none_and_sum(device):
 
 
 def test_index_targets_with_smoothing_equal_smoothed_one_hot_probabilities():
-    # SEMANTICS.md: row by row under none and sum (with weight), under mean only without weight.
+    # docs/SEMANTICS.md: row by row under none and sum (with weight), under mean only without
+    # weight.
     g = torch.Generator().manual_seed(7)
     x = torch.randn(6, 5, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (6,), generator=g)
