@@ -3,7 +3,7 @@
 The library is configured Release, without tests, tools or benchmarks; CUDA follows CMake's
 default (on when the toolkit is found, for sm_80 and sm_90). ``$FUSEDLOSS_CMAKE_ARGS`` adds CMake
 arguments, e.g. ``-DFUSEDLOSS_WITH_CUDA=OFF`` for the CPU reference alone or
-``-DCMAKE_CUDA_ARCHITECTURES=90``. The version is the one ``project()`` in CMakeLists.txt names.
+``-DCMAKE_CUDA_ARCHITECTURES=90``. The version is include/fusedloss/version.h's.
 """
 
 import os
@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent
 
 
 def version():
-    text = (ROOT / "CMakeLists.txt").read_text()
-    return re.search(r"project\(fusedloss VERSION ([0-9.]+)", text).group(1)
+    """major.minor.patch from include/fusedloss/version.h, the version's one place."""
+    text = (ROOT / "include" / "fusedloss" / "version.h").read_text()
+    return ".".join(re.search(rf"#define FUSEDLOSS_VERSION_{part} ([0-9]+)", text).group(1)
+                    for part in ("MAJOR", "MINOR", "PATCH"))
 
 
 class build_with_library(build_py):

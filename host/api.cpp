@@ -278,6 +278,8 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
   return succeed(err);
 }
 
+int fusedloss_version(void) { return FUSEDLOSS_VERSION; }
+
 const char* fusedloss_status_string(fusedloss_status status) {
   switch (status) {
     case FUSEDLOSS_SUCCESS:

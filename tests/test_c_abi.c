@@ -42,6 +42,11 @@ int main(void) {
   fusedloss_cross_entropy_params ce;
   fusedloss_softmax_focal_params sfocal;
 
+  expect(fusedloss_version() == FUSEDLOSS_VERSION, "the library's version is the header's");
+  expect(FUSEDLOSS_VERSION == FUSEDLOSS_VERSION_MAJOR * 10000 + FUSEDLOSS_VERSION_MINOR * 100 +
+                                  FUSEDLOSS_VERSION_PATCH,
+         "FUSEDLOSS_VERSION encodes major.minor.patch");
+
   fusedloss_bce_params_init(&bce);
   bce.numel = 6;
   bce.logits = logits;

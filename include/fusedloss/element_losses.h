@@ -47,7 +47,7 @@ typedef struct fusedloss_bce_params {
  * `p->struct_size`.
  * @param[out] p the params to fill.
  */
-void fusedloss_bce_params_init(fusedloss_bce_params* p);
+FUSEDLOSS_API void fusedloss_bce_params_init(fusedloss_bce_params* p);
 
 /**
  * @brief The workspace bytes each call of BCE with logits needs for `p`: one size serves forward,
@@ -58,8 +58,8 @@ void fusedloss_bce_params_init(fusedloss_bce_params* p);
  * @return ::FUSEDLOSS_SUCCESS, or the status of the first refused argument.
  * @note Queries the current CUDA device; no synchronisation.
  */
-fusedloss_status fusedloss_bce_workspace_size(const fusedloss_bce_params* p, size_t* bytes,
-                                              fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_bce_workspace_size(const fusedloss_bce_params* p,
+                                                            size_t* bytes, fusedloss_error* err);
 
 /**
  * @brief BCE with logits, forward: writes `loss`.
@@ -75,8 +75,9 @@ fusedloss_status fusedloss_bce_workspace_size(const fusedloss_bce_params* p, siz
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_bce_forward(const fusedloss_bce_params* p, void* workspace,
-                                       size_t workspace_bytes, void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_bce_forward(const fusedloss_bce_params* p, void* workspace,
+                                                     size_t workspace_bytes, void* stream,
+                                                     fusedloss_error* err);
 
 /**
  * @brief BCE with logits, backward: writes `grad_logits` from `grad_loss`.
@@ -92,8 +93,9 @@ fusedloss_status fusedloss_bce_forward(const fusedloss_bce_params* p, void* work
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_bce_backward(const fusedloss_bce_params* p, void* workspace,
-                                        size_t workspace_bytes, void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_bce_backward(const fusedloss_bce_params* p,
+                                                      void* workspace, size_t workspace_bytes,
+                                                      void* stream, fusedloss_error* err);
 
 /**
  * @brief BCE with logits, fused forward and backward (the training call): writes `grad_logits`
@@ -110,9 +112,10 @@ fusedloss_status fusedloss_bce_backward(const fusedloss_bce_params* p, void* wor
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_bce_forward_backward(const fusedloss_bce_params* p, void* workspace,
-                                                size_t workspace_bytes, void* stream,
-                                                fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_bce_forward_backward(const fusedloss_bce_params* p,
+                                                              void* workspace,
+                                                              size_t workspace_bytes, void* stream,
+                                                              fusedloss_error* err);
 
 /**
  * @brief Sigmoid focal loss (`torchvision.ops.sigmoid_focal_loss`) over M contiguous elements.
@@ -144,7 +147,7 @@ typedef struct fusedloss_sigmoid_focal_params {
  * `p->struct_size`.
  * @param[out] p the params to fill.
  */
-void fusedloss_sigmoid_focal_params_init(fusedloss_sigmoid_focal_params* p);
+FUSEDLOSS_API void fusedloss_sigmoid_focal_params_init(fusedloss_sigmoid_focal_params* p);
 
 /**
  * @brief The workspace bytes each call of sigmoid focal loss needs for `p`: one size serves
@@ -155,8 +158,8 @@ void fusedloss_sigmoid_focal_params_init(fusedloss_sigmoid_focal_params* p);
  * @return ::FUSEDLOSS_SUCCESS, or the status of the first refused argument.
  * @note Queries the current CUDA device; no synchronisation.
  */
-fusedloss_status fusedloss_sigmoid_focal_workspace_size(const fusedloss_sigmoid_focal_params* p,
-                                                        size_t* bytes, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_sigmoid_focal_workspace_size(
+    const fusedloss_sigmoid_focal_params* p, size_t* bytes, fusedloss_error* err);
 
 /**
  * @brief Sigmoid focal loss, forward: writes `loss`.
@@ -172,9 +175,9 @@ fusedloss_status fusedloss_sigmoid_focal_workspace_size(const fusedloss_sigmoid_
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_sigmoid_focal_forward(const fusedloss_sigmoid_focal_params* p,
-                                                 void* workspace, size_t workspace_bytes,
-                                                 void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_sigmoid_focal_forward(const fusedloss_sigmoid_focal_params* p, void* workspace,
+                                size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Sigmoid focal loss, backward: writes `grad_logits` from `grad_loss`.
@@ -190,9 +193,9 @@ fusedloss_status fusedloss_sigmoid_focal_forward(const fusedloss_sigmoid_focal_p
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_sigmoid_focal_backward(const fusedloss_sigmoid_focal_params* p,
-                                                  void* workspace, size_t workspace_bytes,
-                                                  void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_sigmoid_focal_backward(const fusedloss_sigmoid_focal_params* p, void* workspace,
+                                 size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Sigmoid focal loss, fused forward and backward (the training call): writes `grad_logits`
@@ -209,9 +212,9 @@ fusedloss_status fusedloss_sigmoid_focal_backward(const fusedloss_sigmoid_focal_
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_sigmoid_focal_forward_backward(const fusedloss_sigmoid_focal_params* p,
-                                                          void* workspace, size_t workspace_bytes,
-                                                          void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_sigmoid_focal_forward_backward(
+    const fusedloss_sigmoid_focal_params* p, void* workspace, size_t workspace_bytes, void* stream,
+    fusedloss_error* err);
 
 /**
  * @brief Mean squared error (`torch.nn.MSELoss`) over M contiguous elements: `l_i = (x_i - y_i)^2`.
@@ -241,7 +244,7 @@ typedef struct fusedloss_mse_params {
  * `p->struct_size`.
  * @param[out] p the params to fill.
  */
-void fusedloss_mse_params_init(fusedloss_mse_params* p);
+FUSEDLOSS_API void fusedloss_mse_params_init(fusedloss_mse_params* p);
 
 /**
  * @brief The workspace bytes each call of MSE needs for `p`: one size serves forward, backward and
@@ -252,8 +255,8 @@ void fusedloss_mse_params_init(fusedloss_mse_params* p);
  * @return ::FUSEDLOSS_SUCCESS, or the status of the first refused argument.
  * @note Queries the current CUDA device; no synchronisation.
  */
-fusedloss_status fusedloss_mse_workspace_size(const fusedloss_mse_params* p, size_t* bytes,
-                                              fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_mse_workspace_size(const fusedloss_mse_params* p,
+                                                            size_t* bytes, fusedloss_error* err);
 
 /**
  * @brief MSE, forward: writes `loss`.
@@ -269,8 +272,9 @@ fusedloss_status fusedloss_mse_workspace_size(const fusedloss_mse_params* p, siz
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_mse_forward(const fusedloss_mse_params* p, void* workspace,
-                                       size_t workspace_bytes, void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_mse_forward(const fusedloss_mse_params* p, void* workspace,
+                                                     size_t workspace_bytes, void* stream,
+                                                     fusedloss_error* err);
 
 /**
  * @brief MSE, backward: writes `grad_logits` from `grad_loss`.
@@ -286,8 +290,9 @@ fusedloss_status fusedloss_mse_forward(const fusedloss_mse_params* p, void* work
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_mse_backward(const fusedloss_mse_params* p, void* workspace,
-                                        size_t workspace_bytes, void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_mse_backward(const fusedloss_mse_params* p,
+                                                      void* workspace, size_t workspace_bytes,
+                                                      void* stream, fusedloss_error* err);
 
 /**
  * @brief MSE, fused forward and backward (the training call): writes `grad_logits` scaled by the
@@ -304,9 +309,10 @@ fusedloss_status fusedloss_mse_backward(const fusedloss_mse_params* p, void* wor
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_mse_forward_backward(const fusedloss_mse_params* p, void* workspace,
-                                                size_t workspace_bytes, void* stream,
-                                                fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_mse_forward_backward(const fusedloss_mse_params* p,
+                                                              void* workspace,
+                                                              size_t workspace_bytes, void* stream,
+                                                              fusedloss_error* err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -50,10 +50,11 @@ extern "C" {
  * threads read it and exit: no host synchronisation decides it). Otherwise `data` is read and
  * written once, multiplied in float32 (double on the CPU) and rounded once.
  */
-fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel,
-                                          const void* scale, fusedloss_dtype scale_dtype,
-                                          fusedloss_device device, void* stream,
-                                          fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype,
+                                                        int64_t numel, const void* scale,
+                                                        fusedloss_dtype scale_dtype,
+                                                        fusedloss_device device, void* stream,
+                                                        fusedloss_error* err);
 
 /**
  * @brief Read a counter (such as `invalid_target_count`) and set it to 0.
@@ -65,22 +66,27 @@ fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int
  * @return the status.
  * @note Synchronises `stream` on the CUDA path: call it when the caller chooses to wait.
  */
-fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_device device,
-                                                  void* stream, int64_t* value,
-                                                  fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter,
+                                                                fusedloss_device device,
+                                                                void* stream, int64_t* value,
+                                                                fusedloss_error* err);
 
 /** @brief A static, human-readable name of a status ("success", "invalid argument", ...). */
-const char* fusedloss_status_string(fusedloss_status status);
+FUSEDLOSS_API const char* fusedloss_status_string(fusedloss_status status);
 
 /** @brief A static name of a dtype, as PyTorch spells it ("float32", "bfloat16", "int64", ...),
  *  or "unknown". */
-const char* fusedloss_dtype_string(fusedloss_dtype dtype);
+FUSEDLOSS_API const char* fusedloss_dtype_string(fusedloss_dtype dtype);
 
 /** @brief A static name of a reduction ("none", "mean", "sum"), or "unknown". */
-const char* fusedloss_reduction_string(fusedloss_reduction reduction);
+FUSEDLOSS_API const char* fusedloss_reduction_string(fusedloss_reduction reduction);
 
 /** @brief Whether this build has the CUDA path (1) or is the CPU reference only (0). */
-int fusedloss_built_with_cuda(void);
+FUSEDLOSS_API int fusedloss_built_with_cuda(void);
+
+/** @brief The version of the library loaded, as ::FUSEDLOSS_VERSION encodes it (which is that of
+ *  the headers a caller compiled against). */
+FUSEDLOSS_API int fusedloss_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -72,7 +72,7 @@ typedef struct fusedloss_cross_entropy_params {
  * `p->struct_size`.
  * @param[out] p the params to fill.
  */
-void fusedloss_cross_entropy_params_init(fusedloss_cross_entropy_params* p);
+FUSEDLOSS_API void fusedloss_cross_entropy_params_init(fusedloss_cross_entropy_params* p);
 
 /**
  * @brief The workspace bytes each call of cross-entropy needs for `p`: one size serves forward,
@@ -83,8 +83,8 @@ void fusedloss_cross_entropy_params_init(fusedloss_cross_entropy_params* p);
  * @return ::FUSEDLOSS_SUCCESS, or the status of the first refused argument.
  * @note Queries the current CUDA device; no synchronisation.
  */
-fusedloss_status fusedloss_cross_entropy_workspace_size(const fusedloss_cross_entropy_params* p,
-                                                        size_t* bytes, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_cross_entropy_workspace_size(
+    const fusedloss_cross_entropy_params* p, size_t* bytes, fusedloss_error* err);
 
 /**
  * @brief Cross-entropy, forward: writes `loss` and, when given, `lse` and `z_loss_out`.
@@ -102,9 +102,9 @@ fusedloss_status fusedloss_cross_entropy_workspace_size(const fusedloss_cross_en
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_cross_entropy_forward(const fusedloss_cross_entropy_params* p,
-                                                 void* workspace, size_t workspace_bytes,
-                                                 void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_cross_entropy_forward(const fusedloss_cross_entropy_params* p, void* workspace,
+                                size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Cross-entropy, backward: writes `grad_logits` from `grad_loss`, and `lse` when given (then
@@ -123,9 +123,9 @@ fusedloss_status fusedloss_cross_entropy_forward(const fusedloss_cross_entropy_p
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_cross_entropy_backward(const fusedloss_cross_entropy_params* p,
-                                                  void* workspace, size_t workspace_bytes,
-                                                  void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_cross_entropy_backward(const fusedloss_cross_entropy_params* p, void* workspace,
+                                 size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Cross-entropy, fused forward and backward (the training call): writes `grad_logits` scaled
@@ -144,9 +144,9 @@ fusedloss_status fusedloss_cross_entropy_backward(const fusedloss_cross_entropy_
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_cross_entropy_forward_backward(const fusedloss_cross_entropy_params* p,
-                                                          void* workspace, size_t workspace_bytes,
-                                                          void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_cross_entropy_forward_backward(
+    const fusedloss_cross_entropy_params* p, void* workspace, size_t workspace_bytes, void* stream,
+    fusedloss_error* err);
 
 /**
  * @brief Softmax focal loss for multi-class targets:
@@ -187,7 +187,7 @@ typedef struct fusedloss_softmax_focal_params {
  * `p->struct_size`.
  * @param[out] p the params to fill.
  */
-void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p);
+FUSEDLOSS_API void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p);
 
 /**
  * @brief The workspace bytes each call of softmax focal loss needs for `p`: one size serves
@@ -198,8 +198,8 @@ void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p);
  * @return ::FUSEDLOSS_SUCCESS, or the status of the first refused argument.
  * @note Queries the current CUDA device; no synchronisation.
  */
-fusedloss_status fusedloss_softmax_focal_workspace_size(const fusedloss_softmax_focal_params* p,
-                                                        size_t* bytes, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_softmax_focal_workspace_size(
+    const fusedloss_softmax_focal_params* p, size_t* bytes, fusedloss_error* err);
 
 /**
  * @brief Softmax focal loss, forward: writes `loss` and, when given, `lse` and `z_loss_out`.
@@ -217,9 +217,9 @@ fusedloss_status fusedloss_softmax_focal_workspace_size(const fusedloss_softmax_
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_softmax_focal_forward(const fusedloss_softmax_focal_params* p,
-                                                 void* workspace, size_t workspace_bytes,
-                                                 void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_softmax_focal_forward(const fusedloss_softmax_focal_params* p, void* workspace,
+                                size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Softmax focal loss, backward: writes `grad_logits` from `grad_loss`, and `lse` when given
@@ -238,9 +238,9 @@ fusedloss_status fusedloss_softmax_focal_forward(const fusedloss_softmax_focal_p
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_softmax_focal_backward(const fusedloss_softmax_focal_params* p,
-                                                  void* workspace, size_t workspace_bytes,
-                                                  void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status
+fusedloss_softmax_focal_backward(const fusedloss_softmax_focal_params* p, void* workspace,
+                                 size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /**
  * @brief Softmax focal loss, fused forward and backward (the training call): writes `grad_logits`
@@ -259,9 +259,9 @@ fusedloss_status fusedloss_softmax_focal_backward(const fusedloss_softmax_focal_
  * allocation, so it can be captured in a CUDA graph. What it reads and writes:
  * docs/DESIGN.md, "Memory traffic".
  */
-fusedloss_status fusedloss_softmax_focal_forward_backward(const fusedloss_softmax_focal_params* p,
-                                                          void* workspace, size_t workspace_bytes,
-                                                          void* stream, fusedloss_error* err);
+FUSEDLOSS_API fusedloss_status fusedloss_softmax_focal_forward_backward(
+    const fusedloss_softmax_focal_params* p, void* workspace, size_t workspace_bytes, void* stream,
+    fusedloss_error* err);
 
 #ifdef __cplusplus
 }  // extern "C"

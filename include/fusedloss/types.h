@@ -8,12 +8,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fusedloss/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/** @brief Library version, as major * 10000 + minor * 100 + patch. */
-#define FUSEDLOSS_VERSION 100
+/** @brief Marks the C ABI's functions: the shared library exports them and nothing else (it is
+ *  built with hidden visibility). */
+#if defined(__GNUC__)
+#define FUSEDLOSS_API __attribute__((visibility("default")))
+#else
+#define FUSEDLOSS_API
+#endif
 
 /** @brief What a call returned. */
 typedef enum fusedloss_status {

@@ -33,7 +33,8 @@ library_path = _library.path
 #: Whether that library has the CUDA path (False: the CPU reference only).
 built_with_cuda = _library.built_with_cuda
 
-__version__ = "0.1.0"
+#: The version of the library in use (include/fusedloss/version.h is its one place).
+__version__ = _library.version
 
 __all__ = [
     "binary_cross_entropy_with_logits",

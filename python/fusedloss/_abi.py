@@ -263,6 +263,10 @@ class Library:
             c_void_p, c_int, c_int64, c_void_p, c_int, c_int, c_void_p, ctypes.POINTER(Error)]
         dll.fusedloss_scale_in_place.restype = c_int
         self.built_with_cuda = bool(dll.fusedloss_built_with_cuda())
+        dll.fusedloss_version.argtypes, dll.fusedloss_version.restype = [], c_int
+        code = dll.fusedloss_version()
+        #: The library's version (major.minor.patch), include/fusedloss/version.h's.
+        self.version = f"{code // 10000}.{code // 100 % 100}.{code % 100}"
         for name, params in PARAMS.items():
             reported = self.params(name).struct_size
             if reported != ctypes.sizeof(params):

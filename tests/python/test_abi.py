@@ -4,6 +4,7 @@ library's discovery, with its messages when it is missing."""
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,12 @@ def test_fusedloss_library_is_used_and_checked(tmp_path):
     shutil.rmtree(tmp_path / "repo")
     result = import_in_subprocess(tmp_path, {"FUSEDLOSS_LIBRARY": str(fusedloss.library_path)})
     assert result.returncode == 0, result.stderr
+
+
+def test_the_version_has_one_place():
+    """include/fusedloss/version.h is the version's one place: the library reports it, the
+    package takes it from the library."""
+    header = (REPO / "include" / "fusedloss" / "version.h").read_text()
+    declared = ".".join(re.search(rf"#define FUSEDLOSS_VERSION_{part} ([0-9]+)", header).group(1)
+                        for part in ("MAJOR", "MINOR", "PATCH"))
+    assert fusedloss.__version__ == declared
