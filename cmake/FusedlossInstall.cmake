@@ -7,7 +7,9 @@ install(TARGETS fusedloss EXPORT fusedlossTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 if(TARGET fusedloss_shared)
-  install(TARGETS fusedloss_shared LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  # fusedloss::shared for consumers that want the shared library (the one the binding loads).
+  set_target_properties(fusedloss_shared PROPERTIES EXPORT_NAME shared)
+  install(TARGETS fusedloss_shared EXPORT fusedlossTargets LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endif()
 install(DIRECTORY include/fusedloss DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT fusedlossTargets NAMESPACE fusedloss::
