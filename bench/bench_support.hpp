@@ -467,11 +467,10 @@ struct loss_api {
   fusedloss_status (*forward_backward)(const Params*, void*, size_t, void*, fusedloss_error*);
 };
 
-#define FUSEDLOSS_BENCH_API(name)                                                      \
-  ::fusedloss::bench::loss_api<fusedloss_##name##_params> {                            \
-    fusedloss_##name##_params_init, fusedloss_##name##_workspace_size,                 \
-        fusedloss_##name##_forward, fusedloss_##name##_backward,                       \
-        fusedloss_##name##_forward_backward                                            \
+#define FUSEDLOSS_BENCH_API(name)                                                                  \
+  ::fusedloss::bench::loss_api<fusedloss_##name##_params> {                                        \
+    fusedloss_##name##_params_init, fusedloss_##name##_workspace_size, fusedloss_##name##_forward, \
+        fusedloss_##name##_backward, fusedloss_##name##_forward_backward                           \
   }
 
 /// "function: status (message)", for a row that fails on a call's status.

@@ -89,7 +89,6 @@ struct element_case {
   }
 };
 
-
 void set_classes(fusedloss_bce_params& p, int64_t classes) { p.num_classes = classes; }
 template <class Params>
 void set_classes(Params&, int64_t) {}
@@ -146,9 +145,14 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
 
 void element_benchmark(benchmark::State& state, const element_case& c) {
   switch (c.kind) {
-    case loss_kind::bce: run_element(state, c, FUSEDLOSS_BENCH_API(bce)); break;
-    case loss_kind::sigmoid_focal: run_element(state, c, FUSEDLOSS_BENCH_API(sigmoid_focal)); break;
-    default: run_element(state, c, FUSEDLOSS_BENCH_API(mse));
+    case loss_kind::bce:
+      run_element(state, c, FUSEDLOSS_BENCH_API(bce));
+      break;
+    case loss_kind::sigmoid_focal:
+      run_element(state, c, FUSEDLOSS_BENCH_API(sigmoid_focal));
+      break;
+    default:
+      run_element(state, c, FUSEDLOSS_BENCH_API(mse));
   }
 }
 

@@ -14,7 +14,8 @@ memory_location locate(const void* pointer) {
     return {memory_space::either};
   }
   switch (attributes.type) {
-    case cudaMemoryTypeUnregistered: return {memory_space::host};
+    case cudaMemoryTypeUnregistered:
+      return {memory_space::host};
     case cudaMemoryTypeDevice: {
       int current = -1;
       if (cudaGetDevice(&current) != cudaSuccess) {
@@ -27,7 +28,8 @@ memory_location locate(const void* pointer) {
           attributes.device == current ? memory_space::device : memory_space::other_device;
       return {space, attributes.device, current};
     }
-    default: return {memory_space::either};
+    default:
+      return {memory_space::either};
   }
 }
 

@@ -15,11 +15,14 @@ namespace fusedloss::host {
 inline size_t dtype_size(fusedloss_dtype dtype) {
   switch (dtype) {
     case FUSEDLOSS_FLOAT16:
-    case FUSEDLOSS_BFLOAT16: return 2;
+    case FUSEDLOSS_BFLOAT16:
+      return 2;
     case FUSEDLOSS_FLOAT32:
-    case FUSEDLOSS_INT32: return 4;
+    case FUSEDLOSS_INT32:
+      return 4;
     case FUSEDLOSS_FLOAT64:
-    case FUSEDLOSS_INT64: return 8;
+    case FUSEDLOSS_INT64:
+      return 8;
   }
   return 0;
 }
@@ -63,8 +66,8 @@ inline double bfloat16_bits_to_double(uint16_t b) {
 }
 
 /// Rounds `v` to nearest-even in a binary format with `digits` significand bits (the implicit one
-/// included) and smallest normal exponent `min_exponent` (as std::ilogb reports it); values past the
-/// largest finite become infinities. The result is exactly representable in that format.
+/// included) and smallest normal exponent `min_exponent` (as std::ilogb reports it); values past
+/// the largest finite become infinities. The result is exactly representable in that format.
 inline double round_to_format(double v, int digits, int min_exponent, double max_finite) {
   if (!std::isfinite(v) || v == 0.0) return v;
   int e = std::ilogb(v);
@@ -101,13 +104,18 @@ inline uint16_t double_to_bfloat16_bits(double v) {
 /// Element `i` of a buffer of `dtype`, exactly, as a double.
 inline double load(const void* base, fusedloss_dtype dtype, int64_t i) {
   switch (dtype) {
-    case FUSEDLOSS_FLOAT32: return static_cast<const float*>(base)[i];
-    case FUSEDLOSS_FLOAT64: return static_cast<const double*>(base)[i];
-    case FUSEDLOSS_FLOAT16: return detail::half_bits_to_double(static_cast<const uint16_t*>(base)[i]);
+    case FUSEDLOSS_FLOAT32:
+      return static_cast<const float*>(base)[i];
+    case FUSEDLOSS_FLOAT64:
+      return static_cast<const double*>(base)[i];
+    case FUSEDLOSS_FLOAT16:
+      return detail::half_bits_to_double(static_cast<const uint16_t*>(base)[i]);
     case FUSEDLOSS_BFLOAT16:
       return detail::bfloat16_bits_to_double(static_cast<const uint16_t*>(base)[i]);
-    case FUSEDLOSS_INT32: return static_cast<const int32_t*>(base)[i];
-    case FUSEDLOSS_INT64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case FUSEDLOSS_INT32:
+      return static_cast<const int32_t*>(base)[i];
+    case FUSEDLOSS_INT64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
   }
   return NAN;
 }
@@ -121,14 +129,21 @@ inline int64_t load_index(const void* base, fusedloss_dtype dtype, int64_t i) {
 /// Writes `v`, rounded once to nearest-even, as element `i` of a floating buffer of `dtype`.
 inline void store(void* base, fusedloss_dtype dtype, int64_t i, double v) {
   switch (dtype) {
-    case FUSEDLOSS_FLOAT32: static_cast<float*>(base)[i] = static_cast<float>(v); return;
-    case FUSEDLOSS_FLOAT64: static_cast<double*>(base)[i] = v; return;
-    case FUSEDLOSS_FLOAT16: static_cast<uint16_t*>(base)[i] = detail::double_to_half_bits(v); return;
+    case FUSEDLOSS_FLOAT32:
+      static_cast<float*>(base)[i] = static_cast<float>(v);
+      return;
+    case FUSEDLOSS_FLOAT64:
+      static_cast<double*>(base)[i] = v;
+      return;
+    case FUSEDLOSS_FLOAT16:
+      static_cast<uint16_t*>(base)[i] = detail::double_to_half_bits(v);
+      return;
     case FUSEDLOSS_BFLOAT16:
       static_cast<uint16_t*>(base)[i] = detail::double_to_bfloat16_bits(v);
       return;
     case FUSEDLOSS_INT32:
-    case FUSEDLOSS_INT64: return;  // never an output dtype; validation refuses it before this
+    case FUSEDLOSS_INT64:
+      return;  // never an output dtype; validation refuses it before this
   }
 }
 

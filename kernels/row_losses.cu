@@ -69,15 +69,15 @@ using detail::kLog2e;
 using detail::kPerVector;
 using detail::row_summary;
 
-constexpr int kWarpThreads = 256;       // warp tier: 8 warps a block
-constexpr int kWarpVectorsPerLane = 4;  // warp tier: a lane holds 4 vectors of its row
+constexpr int kWarpThreads = 256;        // warp tier: 8 warps a block
+constexpr int kWarpVectorsPerLane = 4;   // warp tier: a lane holds 4 vectors of its row
 constexpr int kWarpScalarsPerLane = 16;  // warp tier, unaligned rows: 16 elements a lane
-constexpr int kBlockThreads = 256;      // block, cluster and two_pass tiers
+constexpr int kBlockThreads = 256;       // block, cluster and two_pass tiers
 constexpr int kWarpsPerBlock = kBlockThreads / 32;
 constexpr int kUnroll = 4;  // 16-byte logit loads in flight per thread in the streaming loops
 constexpr int kSpatialThreads = 256;
 constexpr int kPrepassThreads = 256;
-constexpr int kMaxCluster = 8;  // the portable cluster size
+constexpr int kMaxCluster = 8;                          // the portable cluster size
 constexpr int kMostBlocksPerSm = 2048 / kBlockThreads;  // no tier's grid exceeds sms times this
 constexpr int64_t kIgnored = -1;
 constexpr int64_t kInvalid = -2;
@@ -98,12 +98,15 @@ constexpr bool kMayCap = F == feature::general || F == feature::probability;
 // Logit vectors a streaming loop keeps in flight: fewer where a soft-cap's tanh or probability
 // targets' loads beside them would push the loop into local memory.
 template <feature F>
-constexpr int kUnrollOf = F == feature::general || F == feature::probability ? kUnroll / 2 : kUnroll;
+constexpr int kUnrollOf =
+    F == feature::general || F == feature::probability ? kUnroll / 2 : kUnroll;
 // Resident blocks a kernel is compiled for (at 256 threads: 4 is 64 registers a thread and 50%
-// occupancy, 3 is 80, 2 is 128): the options' coefficients and tanh need more registers, and weighted
-// smoothing keeps 4 vectors of logits with their 8 of weights in flight.
+// occupancy, 3 is 80, 2 is 128): the options' coefficients and tanh need more registers, and
+// weighted smoothing keeps 4 vectors of logits with their 8 of weights in flight.
 template <feature F>
-constexpr int kMinBlocksOf = F == feature::plain ? 4 : F == feature::weighted_smoothing ? 2 : 3;
+constexpr int kMinBlocksOf = F == feature::plain                ? 4
+                             : F == feature::weighted_smoothing ? 2
+                                                                : 3;
 
 // ------------------------------------------------------------------------------------------------
 // One row: its target, its coefficients, its finish and its gradient.
@@ -123,7 +126,8 @@ struct row_context {
   __device__ row_context(const row_problem& problem, const double* d, const double* w)
       : p(problem),
         normaliser(d),
-        weights_total(w != nullptr ? static_cast<float>(*w) : static_cast<float>(problem.num_classes)),
+        weights_total(w != nullptr ? static_cast<float>(*w)
+                                   : static_cast<float>(problem.num_classes)),
         capped(problem.softcap > 0),
         inverse_cap(problem.softcap > 0 ? 1.0f / problem.softcap : 0.0f),
         per_row_upstream(problem.grad_loss != nullptr &&
@@ -344,8 +348,8 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
 
 // The gradient of one element from its raw logit and coefficient, without the target's -A.
 template <feature F>
-__device__ __forceinline__ float gradient_of(const row_context& ctx, const row_result& res,
-                                             float x, float c) {
+__device__ __forceinline__ float gradient_of(const row_context& ctx, const row_result& res, float x,
+                                             float c) {
   float slope = 1.0f;
   if constexpr (kMayCap<F>) {
     if (ctx.capped) {
@@ -475,8 +479,8 @@ __device__ __forceinline__ void store_gradient(T* p, const uint4& v) {
 // their maximum first (in the logits' own type), one rebase of the running sums, then each
 // vector's exponentials relative to it. kZeroGuard: some coefficient may be exactly 0.
 template <class T, feature F, bool kZeroGuard, int N>
-__device__ __forceinline__ void fold_vectors(const row_context& ctx, int64_t r, const uint4 (&raw)[N],
-                                             int j0, row_summary& s) {
+__device__ __forceinline__ void fold_vectors(const row_context& ctx, int64_t r,
+                                             const uint4 (&raw)[N], int j0, row_summary& s) {
   constexpr int V = kPerVector<T>;
   float chunk_max = detail::vectors_max<T>(raw);
   if constexpr (kMayCap<F>) chunk_max = ctx.cap(chunk_max);  // s tanh(x / s) is increasing
@@ -571,8 +575,7 @@ __device__ void sum_coefficients(const row_context& ctx, int64_t r, int begin, i
 // Writes the gradient of N whole vectors (raw logits) at class j0 of the row, stride kBlockThreads.
 template <class T, feature F, int N>
 __device__ __forceinline__ void gradient_vectors(const row_context& ctx, const row_result& res,
-                                                 int64_t r, const uint4 (&raw)[N], int j0,
-                                                 T* g) {
+                                                 int64_t r, const uint4 (&raw)[N], int j0, T* g) {
   constexpr int V = kPerVector<T>;
 #pragma unroll
   for (int v = 0; v < N; ++v) {
@@ -669,7 +672,7 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         }
       }
     }
-    const auto values = [&](int k, float (&x)[kSlotElements]) {
+    const auto values = [&](int k, float(&x)[kSlotElements]) {
       if constexpr (kVector) {
         detail::unpack<T>(raw[k], x);
       } else {
@@ -917,9 +920,9 @@ __global__ void __launch_bounds__(kSpatialThreads)
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + ctx.base(r, p.grad_row_stride);
     for (int64_t c = 0; c < p.num_classes; ++c) {
-      const float g = res.zero_grad ? 0.0f
-                                    : gradient_of<F>(ctx, res, detail::to_float(x_row[c * S]),
-                                                     coefficient(c));
+      const float g =
+          res.zero_grad ? 0.0f
+                        : gradient_of<F>(ctx, res, detail::to_float(x_row[c * S]), coefficient(c));
       g_row[c * S] = detail::from_float<T>(g);
     }
     write_target_gradient<T, F>(ctx, res, r, raw_x_y, g_row);  // this thread wrote the row
@@ -1074,8 +1077,8 @@ struct cluster_capacity {
       return cudaSuccess;  // probability targets never take the cluster tier
     } else {
       if (!cluster_code_loaded<T, F>()) return cudaSuccess;
-      cudaError_t e = cudaFuncSetAttribute(
-          row_cluster_kernel<T, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, budget);
+      cudaError_t e = cudaFuncSetAttribute(row_cluster_kernel<T, F>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, budget);
       if (e != cudaSuccess) return e;
       cudaLaunchConfig_t config{};
       config.gridDim = dim3(cluster);

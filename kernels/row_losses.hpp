@@ -37,12 +37,12 @@ struct row_problem {
   float softcap;  ///< 0: off
   float gamma;    ///< softmax focal
   fusedloss_reduction reduction;
-  float empty_value;   ///< mean with a zero normaliser: NaN or 0
-  float* loss;         ///< per row (none) or one value; optional
-  float* lse;          ///< per row; written unless read_lse
-  bool read_lse;       ///< backward: lse holds the forward's values and is read, not written
-  float* z_loss_out;   ///< the z-loss term alone, reduced like the loss; optional
-  void* grad;          ///< optional
+  float empty_value;       ///< mean with a zero normaliser: NaN or 0
+  float* loss;             ///< per row (none) or one value; optional
+  float* lse;              ///< per row; written unless read_lse
+  bool read_lse;           ///< backward: lse holds the forward's values and is read, not written
+  float* z_loss_out;       ///< the z-loss term alone, reduced like the loss; optional
+  void* grad;              ///< optional
   const float* grad_loss;  ///< backward's upstream (per row under none); else null
   float grad_scale;        ///< forward_backward's upstream, times *grad_scale_ptr if given
   const float* grad_scale_ptr;

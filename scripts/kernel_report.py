@@ -430,11 +430,11 @@ def has(loop, what, mode):
 def select_loop(loops, rule, mode):
     kind = rule.get("loops", "innermost")
     if kind == "innermost":
-        loops = [l for l in loops if not any(l.contains(o) for o in loops)]
+        loops = [loop for loop in loops if not any(loop.contains(o) for o in loops)]
     elif kind == "outermost":
-        loops = [l for l in loops if not any(o.contains(l) for o in loops)]
+        loops = [loop for loop in loops if not any(o.contains(loop) for o in loops)]
     for what in rule.get("having", []):
-        loops = [l for l in loops if has(l, what, mode)]
+        loops = [loop for loop in loops if has(loop, what, mode)]
     index = rule.get("index", 0)
     return loops[index] if -len(loops) <= index < len(loops) else None
 
@@ -617,9 +617,10 @@ def render(kernels, cases, failures, mode, tools, manifest_path):
     verdict = f"{len(cases)} budgeted cases, {failing} failing, {len(opened)} open" + (
         ":\n\n" + "\n".join(f"- {f}" for f in failures) if failures else ".")
     if opened:
-        verdict += "\n\nOpen (a budget not met yet, reported and not failed; the manifest says why):\n\n"
+        verdict += ("\n\nOpen (a budget not met yet, reported and not failed; the manifest says "
+                    "why):\n\n")
         verdict += "\n".join(f"- `{c.kernel.name}` ({c.spec.get('case', '')}): "
-                              f"{'; '.join(c.open_misses)}. {c.spec['open']}" for c in opened)
+                             f"{'; '.join(c.open_misses)}. {c.spec['open']}" for c in opened)
     how = (f"{tools['nvdisasm']} on a copy of each cubin with ELF ABI version 7 and e_flags "
            "0x005a055a" if mode == "sass" else
            "no disassembler was found, so PTX is counted, in NVVM's block order: rough, and not "

@@ -119,17 +119,17 @@ struct calls {
 
 const calls<fusedloss_bce_params> kBce{fusedloss_bce_forward, fusedloss_bce_backward,
                                        fusedloss_bce_forward_backward};
-const calls<fusedloss_sigmoid_focal_params> kSigmoidFocal{
-    fusedloss_sigmoid_focal_forward, fusedloss_sigmoid_focal_backward,
-    fusedloss_sigmoid_focal_forward_backward};
+const calls<fusedloss_sigmoid_focal_params> kSigmoidFocal{fusedloss_sigmoid_focal_forward,
+                                                          fusedloss_sigmoid_focal_backward,
+                                                          fusedloss_sigmoid_focal_forward_backward};
 const calls<fusedloss_mse_params> kMse{fusedloss_mse_forward, fusedloss_mse_backward,
                                        fusedloss_mse_forward_backward};
-const calls<fusedloss_cross_entropy_params> kCrossEntropy{
-    fusedloss_cross_entropy_forward, fusedloss_cross_entropy_backward,
-    fusedloss_cross_entropy_forward_backward};
-const calls<fusedloss_softmax_focal_params> kSoftmaxFocal{
-    fusedloss_softmax_focal_forward, fusedloss_softmax_focal_backward,
-    fusedloss_softmax_focal_forward_backward};
+const calls<fusedloss_cross_entropy_params> kCrossEntropy{fusedloss_cross_entropy_forward,
+                                                          fusedloss_cross_entropy_backward,
+                                                          fusedloss_cross_entropy_forward_backward};
+const calls<fusedloss_softmax_focal_params> kSoftmaxFocal{fusedloss_softmax_focal_forward,
+                                                          fusedloss_softmax_focal_backward,
+                                                          fusedloss_softmax_focal_forward_backward};
 
 // Runs every call on the params `make` builds, changed by `spoil`, and expects each call to refuse
 // them naming `argument`, with every output untouched. The unspoiled params must pass (so the test
@@ -160,20 +160,24 @@ void expect_refused(Params (problem::*make)(), const calls<Params>& c,
 // The checks every loss shares, on its own params type.
 template <class Params>
 void expect_common_refusals(Params (problem::*make)(), const calls<Params>& c) {
-  expect_refused<Params>(make, c, [](Params& p) { p.struct_size -= 8; }, "struct_size");
-  expect_refused<Params>(make, c, [](Params& p) { store_raw(p.device, 7); }, "device");
-  expect_refused<Params>(make, c, [](Params& p) { p.logits_dtype = FUSEDLOSS_INT32; },
-                         "logits_dtype");
-  expect_refused<Params>(make, c, [](Params& p) { store_raw(p.logits_dtype, 42); },
-                         "logits_dtype");
-  expect_refused<Params>(make, c, [](Params& p) { store_raw(p.targets_dtype, 42); },
-                         "targets_dtype");
-  expect_refused<Params>(make, c, [](Params& p) { store_raw(p.reduction, 3); },
-                         "reduction");
-  expect_refused<Params>(make, c, [](Params& p) { store_raw(p.empty_mean, 2); },
-                         "empty_mean");
-  expect_refused<Params>(make, c, [](Params& p) { p.logits = nullptr; }, "logits");
-  expect_refused<Params>(make, c, [](Params& p) { p.targets = nullptr; }, "targets");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.struct_size -= 8; }, "struct_size");
+  expect_refused<Params>(
+      make, c, [](Params& p) { store_raw(p.device, 7); }, "device");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.logits_dtype = FUSEDLOSS_INT32; }, "logits_dtype");
+  expect_refused<Params>(
+      make, c, [](Params& p) { store_raw(p.logits_dtype, 42); }, "logits_dtype");
+  expect_refused<Params>(
+      make, c, [](Params& p) { store_raw(p.targets_dtype, 42); }, "targets_dtype");
+  expect_refused<Params>(
+      make, c, [](Params& p) { store_raw(p.reduction, 3); }, "reduction");
+  expect_refused<Params>(
+      make, c, [](Params& p) { store_raw(p.empty_mean, 2); }, "empty_mean");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.logits = nullptr; }, "logits");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.targets = nullptr; }, "targets");
   // Of two bad arrays the first a caller passes is named: the logits before the targets.
   expect_refused<Params>(
       make, c,
@@ -227,15 +231,18 @@ TEST(BadInput, Bce) {
   using P = fusedloss_bce_params;
   expect_common_refusals<P>(&problem::bce, kBce);
   expect_output_refusals<P>(&problem::bce, kBce);
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { p.numel = -1; }, "numel");
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { p.targets_dtype = FUSEDLOSS_INT64; },
-                    "targets_dtype");
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { p.targets_dtype = FUSEDLOSS_FLOAT16; },
-                    "targets_dtype");
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { store_raw(p.weight_layout, 5); },
-                    "weight_layout");
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { p.num_classes = 5; }, "num_classes");
-  expect_refused<P>(&problem::bce, kBce, [](P& p) { p.num_classes = 0; }, "num_classes");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { p.numel = -1; }, "numel");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { p.targets_dtype = FUSEDLOSS_INT64; }, "targets_dtype");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { p.targets_dtype = FUSEDLOSS_FLOAT16; }, "targets_dtype");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { store_raw(p.weight_layout, 5); }, "weight_layout");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { p.num_classes = 5; }, "num_classes");
+  expect_refused<P>(
+      &problem::bce, kBce, [](P& p) { p.num_classes = 0; }, "num_classes");
   expect_refused<P>(
       &problem::bce, kBce,
       [](P& p) {
@@ -250,34 +257,48 @@ TEST(BadInput, SigmoidFocal) {
   using P = fusedloss_sigmoid_focal_params;
   expect_common_refusals<P>(&problem::sigmoid_focal, kSigmoidFocal);
   expect_output_refusals<P>(&problem::sigmoid_focal, kSigmoidFocal);
-  expect_refused<P>(&problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.numel = -5; }, "numel");
-  expect_refused<P>(&problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = -0.5; }, "gamma");
-  expect_refused<P>(&problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = INFINITY; },
-                    "gamma");
-  expect_refused<P>(&problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = NAN; }, "gamma");
-  expect_refused<P>(&problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.alpha = NAN; }, "alpha");
+  expect_refused<P>(
+      &problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.numel = -5; }, "numel");
+  expect_refused<P>(
+      &problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = -0.5; }, "gamma");
+  expect_refused<P>(
+      &problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = INFINITY; }, "gamma");
+  expect_refused<P>(
+      &problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.gamma = NAN; }, "gamma");
+  expect_refused<P>(
+      &problem::sigmoid_focal, kSigmoidFocal, [](P& p) { p.alpha = NAN; }, "alpha");
 }
 
 TEST(BadInput, Mse) {
   using P = fusedloss_mse_params;
   expect_common_refusals<P>(&problem::mse, kMse);
   expect_output_refusals<P>(&problem::mse, kMse);
-  expect_refused<P>(&problem::mse, kMse, [](P& p) { p.numel = -1; }, "numel");
+  expect_refused<P>(
+      &problem::mse, kMse, [](P& p) { p.numel = -1; }, "numel");
 }
 
 // Checks of the (N, C, S) layout shared by both row losses.
 template <class Params>
 void expect_row_refusals(Params (problem::*make)(), const calls<Params>& c) {
   constexpr int64_t big = std::numeric_limits<int64_t>::max() / 2;
-  expect_refused<Params>(make, c, [](Params& p) { p.batch = -1; }, "batch");
-  expect_refused<Params>(make, c, [](Params& p) { p.num_classes = -1; }, "num_classes");
-  expect_refused<Params>(make, c, [](Params& p) { p.num_classes = 0; }, "num_classes");
-  expect_refused<Params>(make, c, [](Params& p) { p.spatial = -1; }, "spatial");
-  expect_refused<Params>(make, c, [](Params& p) { p.row_stride = kClasses - 1; }, "row_stride");
-  expect_refused<Params>(make, c, [](Params& p) { p.row_stride = -4; }, "row_stride");
-  expect_refused<Params>(make, c, [](Params& p) { p.grad_row_stride = 2; }, "grad_row_stride");
-  expect_refused<Params>(make, c, [](Params& p) { p.row_stride = big; }, "row_stride");
-  expect_refused<Params>(make, c, [](Params& p) { p.spatial = big; }, "spatial");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.batch = -1; }, "batch");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.num_classes = -1; }, "num_classes");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.num_classes = 0; }, "num_classes");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.spatial = -1; }, "spatial");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.row_stride = kClasses - 1; }, "row_stride");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.row_stride = -4; }, "row_stride");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.grad_row_stride = 2; }, "grad_row_stride");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.row_stride = big; }, "row_stride");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.spatial = big; }, "spatial");
   expect_refused<Params>(
       make, c,
       [](Params& p) {
@@ -295,8 +316,8 @@ void expect_row_refusals(Params (problem::*make)(), const calls<Params>& c) {
         p.batch = 2;
       },
       "grad_row_stride");
-  expect_refused<Params>(make, c, [](Params& p) { p.targets_dtype = FUSEDLOSS_BFLOAT16; },
-                         "targets_dtype");
+  expect_refused<Params>(
+      make, c, [](Params& p) { p.targets_dtype = FUSEDLOSS_BFLOAT16; }, "targets_dtype");
 }
 
 TEST(BadInput, CrossEntropy) {
@@ -305,16 +326,17 @@ TEST(BadInput, CrossEntropy) {
   expect_output_refusals<P>(&problem::cross_entropy, kCrossEntropy);
   expect_row_refusals<P>(&problem::cross_entropy, kCrossEntropy);
   for (double eps : {-0.1, 1.5, double(NAN)}) {
-    expect_refused<P>(&problem::cross_entropy, kCrossEntropy,
-                      [eps](P& p) { p.label_smoothing = eps; }, "label_smoothing");
+    expect_refused<P>(
+        &problem::cross_entropy, kCrossEntropy, [eps](P& p) { p.label_smoothing = eps; },
+        "label_smoothing");
   }
   for (double z : {-1e-4, double(NAN), double(INFINITY)}) {
-    expect_refused<P>(&problem::cross_entropy, kCrossEntropy, [z](P& p) { p.z_loss = z; },
-                      "z_loss");
+    expect_refused<P>(
+        &problem::cross_entropy, kCrossEntropy, [z](P& p) { p.z_loss = z; }, "z_loss");
   }
   for (double s : {-30.0, double(NAN), double(INFINITY)}) {
-    expect_refused<P>(&problem::cross_entropy, kCrossEntropy, [s](P& p) { p.softcap = s; },
-                      "softcap");
+    expect_refused<P>(
+        &problem::cross_entropy, kCrossEntropy, [s](P& p) { p.softcap = s; }, "softcap");
   }
 }
 
@@ -323,9 +345,11 @@ TEST(BadInput, SoftmaxFocal) {
   expect_common_refusals<P>(&problem::softmax_focal, kSoftmaxFocal);
   expect_output_refusals<P>(&problem::softmax_focal, kSoftmaxFocal);
   expect_row_refusals<P>(&problem::softmax_focal, kSoftmaxFocal);
-  expect_refused<P>(&problem::softmax_focal, kSoftmaxFocal,
-                    [](P& p) { p.targets_dtype = FUSEDLOSS_FLOAT32; }, "targets_dtype");
-  expect_refused<P>(&problem::softmax_focal, kSoftmaxFocal, [](P& p) { p.gamma = -1; }, "gamma");
+  expect_refused<P>(
+      &problem::softmax_focal, kSoftmaxFocal, [](P& p) { p.targets_dtype = FUSEDLOSS_FLOAT32; },
+      "targets_dtype");
+  expect_refused<P>(
+      &problem::softmax_focal, kSoftmaxFocal, [](P& p) { p.gamma = -1; }, "gamma");
 }
 
 TEST(BadInput, WorkspaceQueryAndCounter) {
@@ -344,8 +368,9 @@ TEST(BadInput, WorkspaceQueryAndCounter) {
             FUSEDLOSS_INVALID_ARGUMENT);
   EXPECT_STREQ(err.argument, "counter");
   int64_t counter = 5;
-  EXPECT_EQ(fusedloss_read_and_clear_counter(&counter, FUSEDLOSS_DEVICE_CPU, nullptr, nullptr, &err),
-            FUSEDLOSS_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      fusedloss_read_and_clear_counter(&counter, FUSEDLOSS_DEVICE_CPU, nullptr, nullptr, &err),
+      FUSEDLOSS_INVALID_ARGUMENT);
   EXPECT_STREQ(err.argument, "value");
   EXPECT_EQ(counter, 5);
 }
@@ -530,11 +555,11 @@ TEST(ScaleInPlace, BadInputIsRefused) {
   refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, -1, scale.data(),
                                    FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
           "numel");
-  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_INT64, 2, scale.data(),
-                                   FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_INT64, 2, scale.data(), FUSEDLOSS_FLOAT32,
+                                   FUSEDLOSS_DEVICE_CPU, nullptr, &err),
           "dtype");
-  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, 2, scale.data(),
-                                   FUSEDLOSS_INT32, FUSEDLOSS_DEVICE_CPU, nullptr, &err),
+  refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT32, 2, scale.data(), FUSEDLOSS_INT32,
+                                   FUSEDLOSS_DEVICE_CPU, nullptr, &err),
           "scale_dtype");
   refused(fusedloss_scale_in_place(data.data(), FUSEDLOSS_FLOAT64, 2, scale.data(),
                                    FUSEDLOSS_FLOAT32, FUSEDLOSS_DEVICE_CUDA, nullptr, &err),

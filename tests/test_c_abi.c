@@ -109,9 +109,9 @@ int main(void) {
   expect_written(status, loss, grad, 6, "softmax focal");
 
   sfocal.gamma = -1.0;
-  expect(fusedloss_softmax_focal_forward(&sfocal, NULL, 0, NULL, &err) ==
-             FUSEDLOSS_INVALID_ARGUMENT,
-         "a negative gamma is refused");
+  expect(
+      fusedloss_softmax_focal_forward(&sfocal, NULL, 0, NULL, &err) == FUSEDLOSS_INVALID_ARGUMENT,
+      "a negative gamma is refused");
   expect(err.argument != NULL && strcmp(err.argument, "gamma") == 0, "the refusal names gamma");
 
   if (failures == 0) printf("C ABI: every loss reachable from C\n");

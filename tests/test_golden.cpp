@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <cstdlib>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>

@@ -44,8 +44,8 @@ class error : public std::runtime_error {
 
 /** @brief Caller-owned scratch memory for a call, sized by workspace_size(). */
 struct workspace {
-  void* data = nullptr;  /**< device memory on the CUDA path; may be null when bytes is 0 */
-  size_t bytes = 0;      /**< its size */
+  void* data = nullptr; /**< device memory on the CUDA path; may be null when bytes is 0 */
+  size_t bytes = 0;     /**< its size */
 };
 
 /** @brief Throws fusedloss::error unless `status` is success. @param status a C call's status.
@@ -80,31 +80,31 @@ inline int64_t read_and_clear_counter(int64_t* counter, fusedloss_device device,
 // overloads workspace_size(p), forward(p, ws, stream), backward(p, ws, stream) and
 // forward_backward(p, ws, stream), which throw fusedloss::error on any status but success. A
 // cudaStream_t converts to the `void*` stream argument.
-#define FUSEDLOSS_CXX_LOSS(name)                                                                  \
-  using name##_params = fusedloss_##name##_params;                                                \
-  inline name##_params make_##name##_params() {                                                   \
-    name##_params p;                                                                              \
-    fusedloss_##name##_params_init(&p);                                                           \
-    return p;                                                                                     \
-  }                                                                                               \
-  inline size_t workspace_size(const name##_params& p) {                                          \
-    fusedloss_error e;                                                                            \
-    size_t bytes = 0;                                                                             \
-    throw_on_error(fusedloss_##name##_workspace_size(&p, &bytes, &e), e);                         \
-    return bytes;                                                                                 \
-  }                                                                                               \
-  inline void forward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {        \
-    fusedloss_error e;                                                                            \
-    throw_on_error(fusedloss_##name##_forward(&p, ws.data, ws.bytes, stream, &e), e);             \
-  }                                                                                               \
-  inline void backward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {       \
-    fusedloss_error e;                                                                            \
-    throw_on_error(fusedloss_##name##_backward(&p, ws.data, ws.bytes, stream, &e), e);            \
-  }                                                                                               \
-  inline void forward_backward(const name##_params& p, workspace ws = {},                         \
-                               void* stream = nullptr) {                                          \
-    fusedloss_error e;                                                                            \
-    throw_on_error(fusedloss_##name##_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);    \
+#define FUSEDLOSS_CXX_LOSS(name)                                                               \
+  using name##_params = fusedloss_##name##_params;                                             \
+  inline name##_params make_##name##_params() {                                                \
+    name##_params p;                                                                           \
+    fusedloss_##name##_params_init(&p);                                                        \
+    return p;                                                                                  \
+  }                                                                                            \
+  inline size_t workspace_size(const name##_params& p) {                                       \
+    fusedloss_error e;                                                                         \
+    size_t bytes = 0;                                                                          \
+    throw_on_error(fusedloss_##name##_workspace_size(&p, &bytes, &e), e);                      \
+    return bytes;                                                                              \
+  }                                                                                            \
+  inline void forward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {     \
+    fusedloss_error e;                                                                         \
+    throw_on_error(fusedloss_##name##_forward(&p, ws.data, ws.bytes, stream, &e), e);          \
+  }                                                                                            \
+  inline void backward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {    \
+    fusedloss_error e;                                                                         \
+    throw_on_error(fusedloss_##name##_backward(&p, ws.data, ws.bytes, stream, &e), e);         \
+  }                                                                                            \
+  inline void forward_backward(const name##_params& p, workspace ws = {},                      \
+                               void* stream = nullptr) {                                       \
+    fusedloss_error e;                                                                         \
+    throw_on_error(fusedloss_##name##_forward_backward(&p, ws.data, ws.bytes, stream, &e), e); \
   }
 
 FUSEDLOSS_CXX_LOSS(bce)

@@ -306,7 +306,7 @@ class Library:
         read it, on the device (no host synchronisation decides it)."""
         err = Error()
         status = self._dll.fusedloss_scale_in_place(data, dtype, numel, scale, scale_dtype, device,
-                                                     stream, ctypes.byref(err))
+                                                    stream, ctypes.byref(err))
         check(status, err, "fusedloss_scale_in_place")
 
     def read_and_clear_counter(self, counter, device, stream):

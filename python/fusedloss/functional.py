@@ -11,10 +11,11 @@ gradient. The backward multiplies that gradient in place by ``grad_output`` on t
 0-dim ``grad_output`` (``mean``/``sum``) through the library's ``fusedloss_scale_in_place``, whose
 kernel reads the scale and exits when it is 1 (an unscaled backward costs a launch, not a pass over
 the gradient), one value per row or element (``none``) with a broadcast ``mul_``. No host
-synchronisation, no second read of the logits, no second gradient-sized buffer. Loss scaling (mixed precision) and gradient accumulation pass their
-factor as ``grad_scale``, which the fused call applies in the same pass, and call ``backward()``
-on the unscaled loss. Because the gradient is scaled in place, a graph through these losses can
-be differentiated once: a second backward through the same loss (``retain_graph=True``) raises.
+synchronisation, no second read of the logits, no second gradient-sized buffer. Loss scaling
+(mixed precision) and gradient accumulation pass their factor as ``grad_scale``, which the fused
+call applies in the same pass, and call ``backward()`` on the unscaled loss. Because the gradient
+is scaled in place, a graph through these losses can be differentiated once: a second backward
+through the same loss (``retain_graph=True``) raises.
 
 On PyTorch >= 2.4 the same computation is also registered as the custom op ``fusedloss::loss``
 with a fake implementation, so ``torch.compile`` traces these functions without a graph break.
@@ -287,8 +288,8 @@ def _apply(loss, fn, input, target, weight=None, pos_weight=None, *, reduction, 
     """Runs ``loss`` (public name ``fn``) through the custom op (while compiling) or the autograd
     function, on tensors laid out for the library."""
     scale, scale_value = _grad_scale(fn, grad_scale, input)
-    ints = [_reduction(reduction, loss), _empty_mean(empty_mean), ignore_index, int(validate_targets),
-            int(return_z_loss)]
+    ints = [_reduction(reduction, loss), _empty_mean(empty_mean), ignore_index,
+            int(validate_targets), int(return_z_loss)]
     floats = [scale_value, *options]
     compute_grad = (torch.is_grad_enabled() and (
         input.requires_grad or (target_grad and target.requires_grad))) or (

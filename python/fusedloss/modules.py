@@ -76,8 +76,9 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input, target, *, grad_scale=1.0):
         return F.cross_entropy(
             input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
-            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap, empty_mean=self.empty_mean,
-            validate_targets=self.validate_targets, grad_scale=grad_scale)
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            empty_mean=self.empty_mean, validate_targets=self.validate_targets,
+            grad_scale=grad_scale)
 
 
 class SigmoidFocalLoss(_Loss):

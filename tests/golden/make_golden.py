@@ -855,7 +855,7 @@ def cross_entropy_cases():
        label_smoothing=0.1, reduction="none")
     # -inf on a non-target class, reduced: finite with eps = 0, inf with eps > 0.
     ce("ce_masked_float32_eps0_mean", N=3, C=4, x=[0.5, -INF, 1.0, -0.5, 2.0, 1.0, -INF, -INF,
-                                                    0.0, 0.0, 0.0, -INF], t=[0, 1, 2])
+                                                   0.0, 0.0, 0.0, -INF], t=[0, 1, 2])
     ce("ce_masked_bfloat16_eps0.1_sum", N=3, C=4, ldt="bfloat16", label_smoothing=0.1,
        reduction="sum", x=[0.5, -INF, 1.0, -0.5, 2.0, 1.0, -INF, -INF, 0.0, 0.0, 0.0, -INF],
        t=[0, 1, 2])

@@ -30,13 +30,13 @@ inline std::string why_no_gpu() {
 
 /// Skips the test when there is no GPU, unless FUSEDLOSS_REQUIRE_GPU is set (scripts/gpu-check.sh
 /// sets it, so that a GPU test can never pass by skipping on a GPU machine).
-#define FUSEDLOSS_REQUIRE_GPU_OR_SKIP()                                         \
-  do {                                                                          \
-    const std::string why = ::fusedloss::gpu_tests::why_no_gpu();               \
-    if (!why.empty()) {                                                         \
-      if (std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr) FAIL() << why;       \
-      GTEST_SKIP() << "GPU test skipped: " << why;                              \
-    }                                                                           \
+#define FUSEDLOSS_REQUIRE_GPU_OR_SKIP()                                   \
+  do {                                                                    \
+    const std::string why = ::fusedloss::gpu_tests::why_no_gpu();         \
+    if (!why.empty()) {                                                   \
+      if (std::getenv("FUSEDLOSS_REQUIRE_GPU") != nullptr) FAIL() << why; \
+      GTEST_SKIP() << "GPU test skipped: " << why;                        \
+    }                                                                     \
   } while (0)
 
 /// A large test's size times FUSEDLOSS_TEST_SIZE_SCALE (default 1; at least 1 element): tools that
@@ -48,13 +48,14 @@ inline int64_t scaled_size(int64_t n) {
     const char* s = std::getenv("FUSEDLOSS_TEST_SIZE_SCALE");
     return s != nullptr ? std::atof(s) : 1.0;
   }();
-  return scale == 1.0 ? n : std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n) * scale));
+  return scale == 1.0 ? n
+                      : std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n) * scale));
 }
 
 /// Asserts that a CUDA runtime call succeeded, naming its error otherwise.
-#define FUSEDLOSS_CUDA_OK(expr)                                      \
-  do {                                                               \
-    const cudaError_t fusedloss_e = (expr);                          \
+#define FUSEDLOSS_CUDA_OK(expr)                                             \
+  do {                                                                      \
+    const cudaError_t fusedloss_e = (expr);                                 \
     ASSERT_EQ(fusedloss_e, cudaSuccess) << cudaGetErrorString(fusedloss_e); \
   } while (0)
 

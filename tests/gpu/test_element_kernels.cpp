@@ -1,6 +1,6 @@
 // The element-loss kernels (BCE with logits, sigmoid focal, MSE) against the CPU reference on the
-// same dtype-rounded inputs, through the public C API. Outputs are poisoned (every byte 0xFF, a NaN)
-// before each run, so an element a kernel fails to write fails the comparison.
+// same dtype-rounded inputs, through the public C API. Outputs are poisoned (every byte 0xFF, a
+// NaN) before each run, so an element a kernel fails to write fails the comparison.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -40,7 +40,7 @@ struct element_case {
   double alpha = 0.25;
   double gamma = 2.0;
   double logit_range = 6.0;
-  int64_t offset = 0;  // elements each array starts past its allocation: 1 misaligns it
+  int64_t offset = 0;         // elements each array starts past its allocation: 1 misaligns it
   bool grad_shifted = false;  // the gradient one element further still: element by element
   bool in_place = false;      // grad_logits == logits
   float grad_scale = 1.0f;
@@ -53,8 +53,8 @@ struct element_case {
            " reduction=" + fusedloss_reduction_string(reduction) +
            " call=" + std::to_string(static_cast<int>(call)) + " weight=" + std::to_string(weight) +
            (weight_per_class ? "/class" : "") + " pos_weight=" + std::to_string(pos_weight) +
-           " hard=" + std::to_string(hard_targets) + " f32_targets=" +
-           std::to_string(float32_targets) + " alpha=" + std::to_string(alpha) +
+           " hard=" + std::to_string(hard_targets) +
+           " f32_targets=" + std::to_string(float32_targets) + " alpha=" + std::to_string(alpha) +
            " gamma=" + std::to_string(gamma) + " range=" + std::to_string(logit_range) +
            " offset=" + std::to_string(offset) + (grad_shifted ? "+1 (grad)" : "") +
            (in_place ? " in_place" : "") + " scale=" + std::to_string(grad_scale) +
@@ -68,16 +68,19 @@ struct element_case {
 // absolute part covers cancellation (p - y keeps an absolute, not relative, float32 error) as a
 // fraction of the largest gradient, plus float16's subnormal spacing. Stated once per dtype.
 struct gradient_tolerance {
-  double floor;        // absolute, in the dtype's units
-  double of_largest;   // absolute, relative to the largest |gradient|
+  double floor;       // absolute, in the dtype's units
+  double of_largest;  // absolute, relative to the largest |gradient|
   double rtol;
 };
 
 gradient_tolerance tolerance_for(fusedloss_dtype dtype) {
   switch (dtype) {
-    case FUSEDLOSS_FLOAT16: return {std::ldexp(1.0, -24), 1e-6, std::ldexp(1.0, -10) + 4e-6};
-    case FUSEDLOSS_BFLOAT16: return {0.0, 1e-6, std::ldexp(1.0, -7) + 4e-6};
-    default: return {0.0, 1e-6, 4e-6};
+    case FUSEDLOSS_FLOAT16:
+      return {std::ldexp(1.0, -24), 1e-6, std::ldexp(1.0, -10) + 4e-6};
+    case FUSEDLOSS_BFLOAT16:
+      return {0.0, 1e-6, std::ldexp(1.0, -7) + 4e-6};
+    default:
+      return {0.0, 1e-6, 4e-6};
   }
 }
 
@@ -97,8 +100,8 @@ void expect_close(const std::vector<double>& got, const std::vector<double>& wan
   int reported = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     if (!tol.accepts(got[i], want[i]) && reported++ < 5) {
-      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i]
-                    << " (atol " << tol.atol << ", rtol " << tol.rtol << ")";
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i] << " (atol "
+                    << tol.atol << ", rtol " << tol.rtol << ")";
     }
   }
 }
@@ -120,7 +123,8 @@ struct inputs {
     grad_loss = buffer(FUSEDLOSS_FLOAT32, uniform(rng, none ? n : 1, 0.5, 2.0));
     const size_t weights = c.weight_per_class ? static_cast<size_t>(c.num_classes) : n;
     weight = buffer(FUSEDLOSS_FLOAT32, uniform(rng, weights, 0.5, 2.0));
-    pos_weight = buffer(FUSEDLOSS_FLOAT32, uniform(rng, static_cast<size_t>(c.num_classes), 0.5, 3.0));
+    pos_weight =
+        buffer(FUSEDLOSS_FLOAT32, uniform(rng, static_cast<size_t>(c.num_classes), 0.5, 3.0));
     scale = buffer(FUSEDLOSS_FLOAT32, {1.5});
   }
 };
@@ -203,10 +207,11 @@ fusedloss_status run(const element_case& c, fusedloss_dtype dtype, fusedloss_dev
       fill(p, c, dtype, device, b);
       p.num_classes = c.num_classes;
       p.weight = c.weight ? b.weight : nullptr;
-      p.weight_layout = c.weight_per_class ? FUSEDLOSS_WEIGHT_PER_CLASS : FUSEDLOSS_WEIGHT_PER_ELEMENT;
+      p.weight_layout =
+          c.weight_per_class ? FUSEDLOSS_WEIGHT_PER_CLASS : FUSEDLOSS_WEIGHT_PER_ELEMENT;
       p.pos_weight = c.pos_weight ? b.pos_weight : nullptr;
-      s = run_call(p, c, fusedloss_bce_workspace_size, fusedloss_bce_forward, fusedloss_bce_backward,
-                   fusedloss_bce_forward_backward, stream, &err);
+      s = run_call(p, c, fusedloss_bce_workspace_size, fusedloss_bce_forward,
+                   fusedloss_bce_backward, fusedloss_bce_forward_backward, stream, &err);
       break;
     }
     case loss_kind::sigmoid_focal: {
@@ -256,17 +261,17 @@ struct device_arrays {
   bound bind(const element_case& c, fusedloss_dtype dtype) const {
     const fusedloss_dtype tdtype = c.float32_targets ? FUSEDLOSS_FLOAT32 : dtype;
     const bool none = c.reduction == FUSEDLOSS_REDUCTION_NONE;
-    return {advance(static_cast<const void*>(logits.data()), c.offset, dtype),
-            advance(static_cast<const void*>(targets.data()), c.offset, tdtype),
-            advance(static_cast<const void*>(grad_loss.data()), none ? c.offset : 0,
-                    FUSEDLOSS_FLOAT32),
-            advance(static_cast<const float*>(weight.data()), c.weight_per_class ? 0 : c.offset,
-                    FUSEDLOSS_FLOAT32),
-            static_cast<const float*>(pos_weight.data()),
-            static_cast<const float*>(scale.data()),
-            advance(loss.data(), none ? c.offset : 0, FUSEDLOSS_FLOAT32),
-            c.in_place ? advance(logits.data(), c.offset, dtype)
-                       : advance(grad.data(), grad_start(c), dtype)};
+    return {
+        advance(static_cast<const void*>(logits.data()), c.offset, dtype),
+        advance(static_cast<const void*>(targets.data()), c.offset, tdtype),
+        advance(static_cast<const void*>(grad_loss.data()), none ? c.offset : 0, FUSEDLOSS_FLOAT32),
+        advance(static_cast<const float*>(weight.data()), c.weight_per_class ? 0 : c.offset,
+                FUSEDLOSS_FLOAT32),
+        static_cast<const float*>(pos_weight.data()),
+        static_cast<const float*>(scale.data()),
+        advance(loss.data(), none ? c.offset : 0, FUSEDLOSS_FLOAT32),
+        c.in_place ? advance(logits.data(), c.offset, dtype)
+                   : advance(grad.data(), grad_start(c), dtype)};
   }
 };
 
@@ -548,7 +553,8 @@ TYPED_TEST(ElementKernels, NonDefaultStreamAndGraphReplay) {
     dev.poison();
     FUSEDLOSS_CUDA_OK(cudaGraphLaunch(exec, stream));
     FUSEDLOSS_CUDA_OK(cudaStreamSynchronize(stream));
-    host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, 1), buffer::poisoned(dtype, in.logits.size())};
+    host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, 1),
+                     buffer::poisoned(dtype, in.logits.size())};
     dev.loss.download(got.loss);
     dev.grad.download(got.grad);
     expect_close(got.loss.values(), want.loss.values(), {0.0, 0.0, kReducedLossRtol}, "loss");
@@ -620,7 +626,8 @@ TYPED_TEST(ElementKernels, LaunchConfigurationsAgreeOnTheSum) {
     FUSEDLOSS_CUDA_OK(fusedloss::kernels::run_element_loss(problem, workspace.data(), nullptr));
     FUSEDLOSS_CUDA_OK(cudaMemcpy(&sums[index++], b.loss, sizeof(float), cudaMemcpyDeviceToHost));
   }
-  EXPECT_NEAR(sums[0], sums[1], std::ldexp(std::fabs(sums[0]), -23)) << sums[0] << " vs " << sums[1];
+  EXPECT_NEAR(sums[0], sums[1], std::ldexp(std::fabs(sums[0]), -23))
+      << sums[0] << " vs " << sums[1];
 }
 
 // Pointers in the wrong memory space and a short workspace are refused, and nothing is written.

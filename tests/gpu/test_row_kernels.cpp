@@ -174,8 +174,8 @@ struct row_case {
     std::ostringstream o;
     o << name(kind) << " N=" << batch << " C=" << num_classes << " S=" << spatial
       << " padding=" << row_padding << "/" << grad_padding << " lead=" << lead
-      << " tier=" << name(tier)
-      << " call=" << name(call) << " reduction=" << fusedloss_reduction_string(reduction)
+      << " tier=" << name(tier) << " call=" << name(call)
+      << " reduction=" << fusedloss_reduction_string(reduction)
       << " empty_mean=" << (empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? "zero" : "nan") << " targets="
       << (kind == loss_kind::probability ? (float32_targets ? "float32" : "logits'")
                                          : fusedloss_dtype_string(index_dtype))
@@ -671,9 +671,9 @@ struct device_arrays {
         lse(static_cast<size_t>(rows_of(c)) * sizeof(float)),
         loss(loss_count(c) * sizeof(float)),
         z(loss_count(c) * sizeof(float)),
-        grad(c.in_place ? 0
-                        : lead + static_cast<size_t>(c.batch * grad_stride_of(c)) *
-                                     element_bytes(dtype)),
+        grad(c.in_place
+                 ? 0
+                 : lead + static_cast<size_t>(c.batch * grad_stride_of(c)) * element_bytes(dtype)),
         counter(sizeof(int64_t)) {}
 
   // Poisons the outputs (in place: restores the logits), loads a saved LSE, sets the counter to
@@ -928,12 +928,9 @@ struct layout {
   int64_t num_classes, batch, spatial;
   row_tier tier;
 };
-constexpr layout kLayouts[] = {{33, 5, 1, row_tier::automatic},
-                               {4097, 3, 1, row_tier::automatic},
-                               {1000, 3, 1, row_tier::cluster},
-                               {1000, 4, 1, row_tier::two_pass},
-                               {33, 3, 5, row_tier::automatic},
-                               {33, 3, 5, row_tier::spatial}};
+constexpr layout kLayouts[] = {{33, 5, 1, row_tier::automatic}, {4097, 3, 1, row_tier::automatic},
+                               {1000, 3, 1, row_tier::cluster}, {1000, 4, 1, row_tier::two_pass},
+                               {33, 3, 5, row_tier::automatic}, {33, 3, 5, row_tier::spatial}};
 
 void on_every_layout(row_case c, fusedloss_dtype dtype) {
   for (const layout& l : kLayouts) {
@@ -1078,8 +1075,7 @@ TYPED_TEST(RowKernels, AutomaticTierChoice) {
             row_tier::two_pass);
   EXPECT_EQ(automatic_tier(sized_problem(dtype, 4097, 1, loss_kind::softmax_focal, true)),
             row_tier::two_pass);
-  EXPECT_EQ(automatic_tier(sized_problem(dtype, 500, 1, loss_kind::softmax_focal)),
-            row_tier::warp);
+  EXPECT_EQ(automatic_tier(sized_problem(dtype, 500, 1, loss_kind::softmax_focal)), row_tier::warp);
 }
 
 // Each tier forced over its sizes (warp: 1 to 32 lanes a row, up to its capacity; cluster down
@@ -1122,8 +1118,8 @@ TYPED_TEST(RowKernels, EveryTierForced) {
         c.reduction = FUSEDLOSS_REDUCTION_NONE;
         c.weight = true;
         c.label_smoothing = 0.2;
-        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial ||
-                      c.tier == row_tier::warp;
+        c.saved_lse =
+            c.tier == row_tier::two_pass || c.tier == row_tier::spatial || c.tier == row_tier::warp;
         break;
       case 4:
         c.kind = loss_kind::softmax_focal;
@@ -1136,8 +1132,8 @@ TYPED_TEST(RowKernels, EveryTierForced) {
         c.kind = loss_kind::softmax_focal;
         c.gamma = 0.5;
         c.call = which_call::backward;
-        c.saved_lse = c.tier == row_tier::two_pass || c.tier == row_tier::spatial ||
-                      c.tier == row_tier::warp;
+        c.saved_lse =
+            c.tier == row_tier::two_pass || c.tier == row_tier::spatial || c.tier == row_tier::warp;
         break;
       default:
         c.kind = loss_kind::probability;
@@ -1968,7 +1964,7 @@ TYPED_TEST(RowKernels, LargeRunsAreBitwiseIdentical) {
   const auto n = [](int64_t rows) { return fusedloss::gpu_tests::scaled_size(rows); };
   std::vector<row_case> cases = {
       make(500, n(4096), 1, row_tier::automatic, FUSEDLOSS_REDUCTION_SUM),  // warp
-      make(32000, 64, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_MEAN),  // block
+      make(32000, 64, 1, row_tier::automatic, FUSEDLOSS_REDUCTION_MEAN),    // block
       make(4097, 300, 1, row_tier::cluster, FUSEDLOSS_REDUCTION_SUM),
       make(33, n(4096), 1, row_tier::two_pass, FUSEDLOSS_REDUCTION_MEAN),
       make(33, 64, 300, row_tier::spatial, FUSEDLOSS_REDUCTION_SUM),
@@ -2006,11 +2002,12 @@ TYPED_TEST(RowKernels, LargeRunsAreBitwiseIdentical) {
 // More than 2^32 logits.
 
 // Logits (33000, 131072): 4.3e9 elements, 8.6 GB in bfloat16 (17.3 GB in float32), and as much
-// gradient; row 32768 starts at element 2^32, row 16384 (bfloat16) or 8192 (float32) at byte 2^32. The rows repeat with a period of 61 rows (which divides
-// neither 2^14 nor 2^15, so an offset that wraps at 32 bits lands on a row with other values): the
-// reference runs on the 61 distinct rows, the GPU's every LSE and loss and sampled gradient rows
-// on both sides of 2^32 are checked against it, and the sum against the per-row losses times their
-// multiplicity, within the per-row bounds summed.
+// gradient; row 32768 starts at element 2^32, row 16384 (bfloat16) or 8192 (float32) at byte 2^32.
+// The rows repeat with a period of 61 rows (which divides neither 2^14 nor 2^15, so an offset that
+// wraps at 32 bits lands on a row with other values): the reference runs on the 61 distinct rows,
+// the GPU's every LSE and loss and sampled gradient rows on both sides of 2^32 are checked against
+// it, and the sum against the per-row losses times their multiplicity, within the per-row bounds
+// summed.
 void expect_huge_batch(fusedloss_dtype dtype) {
   SCOPED_TRACE(fusedloss_dtype_string(dtype));
   const int64_t N = 33000, C = 131072, period = 61;
@@ -2116,10 +2113,9 @@ void expect_huge_batch(fusedloss_dtype dtype) {
   }
   {
     const checks::tolerance dt = checks::rounding_tolerance(dtype);
-    for (int64_t row :
-         {int64_t{0}, int64_t{1}, int64_t{2}, period, int64_t{8191}, int64_t{8192}, int64_t{16383},
-          int64_t{16384},
-          int64_t{32767}, int64_t{32768}, int64_t{32769}, int64_t{32768} + period, N - 1}) {
+    for (int64_t row : {int64_t{0}, int64_t{1}, int64_t{2}, period, int64_t{8191}, int64_t{8192},
+                        int64_t{16383}, int64_t{16384}, int64_t{32767}, int64_t{32768},
+                        int64_t{32769}, int64_t{32768} + period, N - 1}) {
       buffer got = buffer::poisoned(dtype, C);
       FUSEDLOSS_CUDA_OK(cudaMemcpy(got.data(),
                                    static_cast<unsigned char*>(grad.data()) + row * row_bytes,

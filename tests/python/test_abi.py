@@ -135,8 +135,9 @@ def test_the_packages_own_library_comes_before_the_build_trees(tmp_path):
     shutil.copy2(fusedloss.library_path, package / "libfusedloss.so")
     env = {k: v for k, v in os.environ.items() if k != "FUSEDLOSS_LIBRARY"}
     env["PYTHONPATH"] = str(package.parent)
-    result = subprocess.run([sys.executable, "-c", "import fusedloss; print(fusedloss.library_path)"],
-                            env=env, capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import fusedloss; print(fusedloss.library_path)"],
+        env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(package / "libfusedloss.so")
 

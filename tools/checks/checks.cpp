@@ -83,10 +83,14 @@ bool tolerance::accepts(double got, double want) const {
 
 tolerance rounding_tolerance(fusedloss_dtype dtype) {
   switch (dtype) {
-    case FUSEDLOSS_FLOAT16: return {std::ldexp(1.0, -24), std::ldexp(1.0, -10)};
-    case FUSEDLOSS_BFLOAT16: return {std::ldexp(1.0, -133), std::ldexp(1.0, -7)};
-    case FUSEDLOSS_FLOAT32: return {std::ldexp(1.0, -149), std::ldexp(1.0, -23)};
-    default: return {1e-300, 1e-12};
+    case FUSEDLOSS_FLOAT16:
+      return {std::ldexp(1.0, -24), std::ldexp(1.0, -10)};
+    case FUSEDLOSS_BFLOAT16:
+      return {std::ldexp(1.0, -133), std::ldexp(1.0, -7)};
+    case FUSEDLOSS_FLOAT32:
+      return {std::ldexp(1.0, -149), std::ldexp(1.0, -23)};
+    default:
+      return {1e-300, 1e-12};
   }
 }
 
