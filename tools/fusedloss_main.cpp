@@ -526,9 +526,22 @@ struct label {
   std::string check, loss, options, shape, dtype;
 };
 
+// Where the golden files are: beside an installed tool (<prefix>/share/fusedloss/golden for
+// <prefix>/bin/fusedloss), else in the source tree the build was made from.
+std::string default_golden_dir() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path installed =
+        exe.parent_path().parent_path() / FUSEDLOSS_INSTALLED_GOLDEN_DIR;
+    if (std::filesystem::is_directory(installed, ec)) return installed.string();
+  }
+  return FUSEDLOSS_GOLDEN_DIR;
+}
+
 struct settings {
   std::string device = "auto";
-  std::string golden_dir = FUSEDLOSS_GOLDEN_DIR;
+  std::string golden_dir = default_golden_dir();
   double tolerance_scale = 1;
   double perturb = 0;
   uint64_t seed = 0;
