@@ -129,16 +129,21 @@ fusedloss_status row_workspace(const kernels::row_problem& problem, size_t* byte
   return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
 }
 
+// The call is planned once, by run_row_loss; only a refusal plans it again, for the size the
+// message names (the host never forces a tier, so a refusal is the workspace's).
 fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
                           size_t workspace_bytes, void* stream, fusedloss_error* err) {
-  size_t needed = 0;
-  cudaError_t e = kernels::row_workspace_bytes(problem, &needed);
-  if (e != cudaSuccess) return cuda_failure(err, e);
-  if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
-      s != FUSEDLOSS_SUCCESS) {
-    return s;
+  const cudaError_t e =
+      kernels::run_row_loss(problem, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  if (e == cudaErrorInvalidValue) {
+    size_t needed = 0;
+    const cudaError_t sized = kernels::row_workspace_bytes(problem, &needed);
+    if (sized != cudaSuccess) return cuda_failure(err, sized);
+    if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
+        s != FUSEDLOSS_SUCCESS) {
+      return s;
+    }
   }
-  e = kernels::run_row_loss(problem, workspace, static_cast<cudaStream_t>(stream));
   return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
 }
 

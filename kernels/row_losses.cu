@@ -1319,12 +1319,16 @@ cudaError_t row_workspace_bytes(const row_problem& p, size_t* bytes) {
   return e;
 }
 
-cudaError_t run_row_loss(const row_problem& problem, void* workspace, cudaStream_t stream) {
+cudaError_t run_row_loss(const row_problem& problem, void* workspace, size_t workspace_bytes,
+                         cudaStream_t stream) {
   plan pl{};
   cudaError_t e = make_plan(problem, &pl);
   if (e != cudaSuccess) return e;
   row_problem p = problem;
   const layout l = layout_of(p, pl.facts.sms);
+  const size_t needed = l.total * sizeof(double);
+  if (workspace_bytes < needed || (needed > 0 && workspace == nullptr))
+    return cudaErrorInvalidValue;
   auto* base = static_cast<double*>(workspace);
   const int64_t rows = p.batch * p.spatial;
   // forward_backward may ask for the z-loss term without the loss.

@@ -56,8 +56,11 @@ cudaError_t row_workspace_bytes(const row_problem& problem, size_t* bytes);
 /// The tier that will run `problem` on the current device (its own when forced).
 cudaError_t row_tier_for(const row_problem& problem, row_tier* tier);
 
-/// Enqueues the call on `stream`: no allocation, no synchronisation (graph-capturable). A forced
-/// tier that cannot hold the problem gives cudaErrorInvalidValue.
-cudaError_t run_row_loss(const row_problem& problem, void* workspace, cudaStream_t stream);
+/// Enqueues the call on `stream`: no allocation, no synchronisation (graph-capturable); it plans
+/// the call once (one query of the device). A forced tier that cannot hold the problem, or a
+/// workspace smaller than row_workspace_bytes says (or null when that is not 0), gives
+/// cudaErrorInvalidValue before anything is launched.
+cudaError_t run_row_loss(const row_problem& problem, void* workspace, size_t workspace_bytes,
+                         cudaStream_t stream);
 
 }  // namespace fusedloss::kernels

@@ -154,6 +154,25 @@ TEST(MemorySpace, MisalignedDeviceWorkspaceIsRefused) {
   run([](const device_problem& d) { return d.cross_entropy(); });
 }
 
+// A device workspace one double short, or none, is refused naming the workspace and the size the
+// call needs (the row losses find it out while planning the call they then run).
+TEST(MemorySpace, ShortWorkspaceIsRefused) {
+  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
+  const auto run = [](const auto make) {
+    device_problem d;
+    const auto p = make(d);
+    const size_t bytes = workspace_bytes(p);
+    ASSERT_GT(bytes, sizeof(double));
+    device_buffer workspace(bytes);
+    expect_refused(d, p, workspace.data(), bytes - sizeof(double), "workspace",
+                   "the call needs " + std::to_string(bytes));
+    expect_refused(d, p, nullptr, 0, "workspace", "the call needs " + std::to_string(bytes));
+    expect_accepted(d, p, workspace.data(), bytes);
+  };
+  run([](const device_problem& d) { return d.bce(); });
+  run([](const device_problem& d) { return d.cross_entropy(); });
+}
+
 // On the CPU path every device pointer is refused; of the arrays the first one named is the logits,
 // the first array a caller passes (the element losses' test of this runs in test_element_kernels).
 TEST(MemorySpace, CpuPathNamesTheLogitsFirst) {

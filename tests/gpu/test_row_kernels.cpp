@@ -603,7 +603,7 @@ kernels::row_problem make_problem(const row_case& c, fusedloss_dtype dtype, cons
     return ::testing::AssertionFailure() << "row_tier_for: " << cudaGetErrorName(e);
   if (chosen != c.tier)
     return ::testing::AssertionFailure() << "row_tier_for says " << name(chosen);
-  e = kernels::run_row_loss(p, workspace, stream);
+  e = kernels::run_row_loss(p, workspace, bytes, stream);
   if (e != cudaSuccess)
     return ::testing::AssertionFailure() << "run_row_loss: " << cudaGetErrorName(e);
   return ::testing::AssertionSuccess();
@@ -888,7 +888,7 @@ void expect_refused(const kernels::row_problem& p, bool workspace_refused = true
     EXPECT_EQ(kernels::row_workspace_bytes(p, &bytes), cudaErrorInvalidValue)
         << "tier " << name(p.tier);
   }
-  EXPECT_EQ(kernels::run_row_loss(p, nullptr, nullptr), cudaErrorInvalidValue)
+  EXPECT_EQ(kernels::run_row_loss(p, nullptr, 0, nullptr), cudaErrorInvalidValue)
       << "tier " << name(p.tier);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
@@ -1193,7 +1193,7 @@ TYPED_TEST(RowKernels, ForcedTierRefusals) {
   device_arrays dev(c, in, dtype);
   dev.poison(c, in);
   const auto before = raw(dev);
-  EXPECT_EQ(kernels::run_row_loss(make_problem(c, dtype, dev.bind(c)), nullptr, nullptr),
+  EXPECT_EQ(kernels::run_row_loss(make_problem(c, dtype, dev.bind(c)), nullptr, 0, nullptr),
             cudaErrorInvalidValue);
   FUSEDLOSS_CUDA_OK(cudaDeviceSynchronize());
   EXPECT_EQ(raw(dev), before);
