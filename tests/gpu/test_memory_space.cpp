@@ -162,7 +162,7 @@ TEST(MemorySpace, ShortWorkspaceIsRefused) {
     device_problem d;
     const auto p = make(d);
     const size_t bytes = workspace_bytes(p);
-    ASSERT_GT(bytes, sizeof(double));
+    ASSERT_GE(bytes, sizeof(double));  // at least one block's partial
     device_buffer workspace(bytes);
     expect_refused(d, p, workspace.data(), bytes - sizeof(double), "workspace",
                    "the call needs " + std::to_string(bytes));
