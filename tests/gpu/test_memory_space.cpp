@@ -119,29 +119,34 @@ void expect_accepted(const device_problem& d, const Params& p, void* workspace, 
   EXPECT_TRUE(d.outputs_written());
 }
 
-TEST(MemorySpace, HostWorkspaceIsRefusedOnTheCudaPath) {
-  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
-  const auto run = [](const auto make) {
+// Runs check(d, p, bytes) on a fresh problem of each loss family (BCE, cross-entropy), `bytes` its
+// workspace size, which their reductions make nonzero.
+template <class Check>
+void on_each_loss(const Check& check) {
+  const auto run = [&](const auto make) {
     device_problem d;
     const auto p = make(d);
     const size_t bytes = workspace_bytes(p);
-    ASSERT_GT(bytes, 0u);
-    std::vector<double> host(bytes / sizeof(double) + 1);  // aligned: refused for its space alone
-    expect_refused(d, p, host.data(), bytes, "workspace", "pageable host memory");
-    device_buffer workspace(bytes);
-    expect_accepted(d, p, workspace.data(), bytes);
+    ASSERT_GE(bytes, sizeof(double));  // at least one block's partial
+    check(d, p, bytes);
   };
   run([](const device_problem& d) { return d.bce(); });
   run([](const device_problem& d) { return d.cross_entropy(); });
 }
 
+TEST(MemorySpace, HostWorkspaceIsRefusedOnTheCudaPath) {
+  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
+  on_each_loss([](const device_problem& d, const auto& p, size_t bytes) {
+    std::vector<double> host(bytes / sizeof(double) + 1);  // aligned: refused for its space alone
+    expect_refused(d, p, host.data(), bytes, "workspace", "pageable host memory");
+    device_buffer workspace(bytes);
+    expect_accepted(d, p, workspace.data(), bytes);
+  });
+}
+
 TEST(MemorySpace, MisalignedDeviceWorkspaceIsRefused) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
-  const auto run = [](const auto make) {
-    device_problem d;
-    const auto p = make(d);
-    const size_t bytes = workspace_bytes(p);
-    ASSERT_GT(bytes, 0u);
+  on_each_loss([](const device_problem& d, const auto& p, size_t bytes) {
     device_buffer workspace(bytes + 8);
     auto* base = static_cast<unsigned char*>(workspace.data());
     for (const int offset : {4, 1}) {  // float-aligned, byte-aligned: neither holds a double
@@ -149,28 +154,20 @@ TEST(MemorySpace, MisalignedDeviceWorkspaceIsRefused) {
       expect_refused(d, p, base + offset, bytes, "workspace", "8-byte aligned");
     }
     expect_accepted(d, p, base + 8, bytes);
-  };
-  run([](const device_problem& d) { return d.bce(); });
-  run([](const device_problem& d) { return d.cross_entropy(); });
+  });
 }
 
 // A device workspace one double short, or none, is refused naming the workspace and the size the
 // call needs (the row losses find it out while planning the call they then run).
 TEST(MemorySpace, ShortWorkspaceIsRefused) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
-  const auto run = [](const auto make) {
-    device_problem d;
-    const auto p = make(d);
-    const size_t bytes = workspace_bytes(p);
-    ASSERT_GE(bytes, sizeof(double));  // at least one block's partial
+  on_each_loss([](const device_problem& d, const auto& p, size_t bytes) {
     device_buffer workspace(bytes);
-    expect_refused(d, p, workspace.data(), bytes - sizeof(double), "workspace",
-                   "the call needs " + std::to_string(bytes));
-    expect_refused(d, p, nullptr, 0, "workspace", "the call needs " + std::to_string(bytes));
+    const std::string needs = "the call needs " + std::to_string(bytes);
+    expect_refused(d, p, workspace.data(), bytes - sizeof(double), "workspace", needs);
+    expect_refused(d, p, nullptr, 0, "workspace", needs);
     expect_accepted(d, p, workspace.data(), bytes);
-  };
-  run([](const device_problem& d) { return d.bce(); });
-  run([](const device_problem& d) { return d.cross_entropy(); });
+  });
 }
 
 // On the CPU path every device pointer is refused; of the arrays the first one named is the logits,
