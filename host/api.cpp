@@ -272,10 +272,7 @@ fusedloss_status fusedloss_read_and_clear_counter(int64_t* counter, fusedloss_de
     return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
                   "device: fusedloss was built without CUDA");
   }
-  const std::string failure =
-      fusedloss::host::read_and_clear_device_counter(counter, stream, value);
-  if (!failure.empty()) return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s", failure.c_str());
-  return succeed(err);
+  return fusedloss::host::read_and_clear_device_counter(counter, stream, value, err);
 }
 
 int fusedloss_version(void) { return FUSEDLOSS_VERSION; }

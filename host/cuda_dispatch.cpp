@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "cuda_status.hpp"
 #include "dtype.hpp"
 #include "element_losses.hpp"
 #include "row_losses.hpp"
@@ -13,12 +14,6 @@
 
 namespace fusedloss::host::cuda {
 namespace {
-
-fusedloss_status cuda_failure(fusedloss_error* err, cudaError_t e) {
-  cudaGetLastError();  // a launch error is not sticky; leave none behind for the caller
-  return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s: %s", cudaGetErrorName(e),
-                cudaGetErrorString(e));
-}
 
 fusedloss_status check_workspace(size_t needed, const void* workspace, size_t workspace_bytes,
                                  fusedloss_error* err) {
@@ -55,20 +50,20 @@ kernels::element_problem element_problem(const Params& p, kernels::element_loss 
 template <class Params>
 fusedloss_status element_workspace(const Params& p, size_t* bytes, fusedloss_error* err) {
   const cudaError_t e = kernels::element_workspace_bytes(p.numel, 0, bytes);
-  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 fusedloss_status run_element(const kernels::element_problem& problem, void* workspace,
                              size_t workspace_bytes, void* stream, fusedloss_error* err) {
   size_t needed = 0;
   cudaError_t e = kernels::element_workspace_bytes(problem.numel, problem.max_blocks, &needed);
-  if (e != cudaSuccess) return cuda_failure(err, e);
+  if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
   if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
       s != FUSEDLOSS_SUCCESS) {
     return s;
   }
   e = kernels::run_element_loss(problem, workspace, static_cast<cudaStream_t>(stream));
-  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 // The fields both row losses share; the caller adds its loss's own. The workspace query passes
@@ -126,7 +121,7 @@ kernels::row_problem softmax_focal_problem(const fusedloss_softmax_focal_params&
 fusedloss_status row_workspace(const kernels::row_problem& problem, size_t* bytes,
                                fusedloss_error* err) {
   const cudaError_t e = kernels::row_workspace_bytes(problem, bytes);
-  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 // The call is planned once, by run_row_loss; only a refusal plans it again, for the size the
@@ -138,13 +133,13 @@ fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
   if (e == cudaErrorInvalidValue) {
     size_t needed = 0;
     const cudaError_t sized = kernels::row_workspace_bytes(problem, &needed);
-    if (sized != cudaSuccess) return cuda_failure(err, sized);
+    if (sized != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, sized);
     if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
         s != FUSEDLOSS_SUCCESS) {
       return s;
     }
   }
-  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 }  // namespace
@@ -207,7 +202,7 @@ fusedloss_status scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel
                                 fusedloss_dtype scale_dtype, void* stream, fusedloss_error* err) {
   const cudaError_t e = kernels::scale_in_place(data, dtype, numel, scale, scale_dtype,
                                                 static_cast<cudaStream_t>(stream));
-  return e == cudaSuccess ? succeed(err) : cuda_failure(err, e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 }  // namespace fusedloss::host::cuda

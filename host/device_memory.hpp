@@ -3,7 +3,8 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+
+#include "fusedloss/fusedloss.h"
 
 namespace fusedloss::host {
 
@@ -25,7 +26,8 @@ struct memory_location {
 /// classified against it.
 memory_location locate(const void* pointer);
 
-/// Reads a device counter on `stream`, waits for it, and clears it. Returns "" or the CUDA error.
-std::string read_and_clear_device_counter(int64_t* counter, void* stream, int64_t* value);
+/// Reads a device counter on `stream`, waits for it, and clears it.
+fusedloss_status read_and_clear_device_counter(int64_t* counter, void* stream, int64_t* value,
+                                               fusedloss_error* err);
 
 }  // namespace fusedloss::host

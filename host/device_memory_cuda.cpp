@@ -1,7 +1,11 @@
 #include <cuda_runtime_api.h>
 
+#include <cstring>
+
+#include "cuda_status.hpp"
 #include "device_memory.hpp"
 #include "fusedloss/fusedloss.h"
+#include "validate.hpp"
 
 namespace fusedloss::host {
 
@@ -33,14 +37,20 @@ memory_location locate(const void* pointer) {
   }
 }
 
-std::string read_and_clear_device_counter(int64_t* counter, void* stream, int64_t* value) {
+fusedloss_status cuda_failure(fusedloss_error* err, cudaError_t e, const char* file, int line) {
+  cudaGetLastError();  // a launch error is not sticky; leave none behind for the caller
+  const char* slash = std::strrchr(file, '/');
+  return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s: %s (%s:%d)", cudaGetErrorName(e),
+                cudaGetErrorString(e), slash != nullptr ? slash + 1 : file, line);
+}
+
+fusedloss_status read_and_clear_device_counter(int64_t* counter, void* stream, int64_t* value,
+                                               fusedloss_error* err) {
   const auto s = static_cast<cudaStream_t>(stream);
   cudaError_t e = cudaMemcpyAsync(value, counter, sizeof *counter, cudaMemcpyDeviceToHost, s);
   if (e == cudaSuccess) e = cudaMemsetAsync(counter, 0, sizeof *counter, s);
   if (e == cudaSuccess) e = cudaStreamSynchronize(s);
-  if (e == cudaSuccess) return {};
-  cudaGetLastError();
-  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 }  // namespace fusedloss::host

@@ -9,8 +9,9 @@ namespace fusedloss::host {
 
 memory_location locate(const void*) { return {memory_space::either}; }
 
-std::string read_and_clear_device_counter(int64_t*, void*, int64_t*) {
-  return "fusedloss was built without CUDA (FUSEDLOSS_WITH_CUDA=OFF)";
+fusedloss_status read_and_clear_device_counter(int64_t*, void*, int64_t*, fusedloss_error* err) {
+  return report(err, FUSEDLOSS_NOT_IMPLEMENTED, "device",
+                "device: fusedloss was built without CUDA (FUSEDLOSS_WITH_CUDA=OFF)");
 }
 
 namespace cuda {
