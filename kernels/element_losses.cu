@@ -139,14 +139,16 @@ __device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y,
                                                         const focal_constants& f) {
   const logistic l = logistic_of(x);
   const value_and_grad ce = bce<true>(l, y, 1.0f, 1.0f);  // ce.grad is p - y
-  const float p = l.sigmoid_pos();
-  const float q = l.sigmoid_neg();             // 1 - p without cancellation
-  const float m = fmaf(y, q, (1.0f - y) * p);  // 1 - p_t
+  // With u = sigma(|x|) and e = exp(-|x|): p (1 - p) = e u^2, and 1 - p_t = u (own + other e),
+  // where own and other are 1 - y and y in the order the sign of x puts them (bce's own).
+  const float own = l.positive ? 1.0f - y : y;
+  const float other = l.positive ? y : 1.0f - y;
+  const float m = l.inverse * fmaf(other, l.decay, own);  // 1 - p_t, without cancellation
   const float alpha_t = fmaf(f.alpha_y, y, f.alpha_0);
   // gamma (2y - 1) p (1 - p) ce
   const float slope =
-      (kPower == focus_power::two ? fmaf(4.0f, y, -2.0f) : fmaf(f.gamma_y, y, -f.gamma)) * p * q *
-      ce.loss;
+      (kPower == focus_power::two ? fmaf(4.0f, y, -2.0f) : fmaf(f.gamma_y, y, -f.gamma)) *
+      (l.decay * l.inverse * l.inverse) * ce.loss;
   if constexpr (kPower != focus_power::real) {
     const float lower = kPower == focus_power::two ? m : integer_power(m, f.lower_exponent);
     const float focus = kPower == focus_power::two || f.gamma != 0.0f ? lower * m : 1.0f;
@@ -160,7 +162,7 @@ __device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y,
     if (f.gamma == 0.0f) return {loss, alpha_t * ce.grad};
     if (y == 0.0f || y == 1.0f) {
       // m^(gamma - 1) p (1 - p) = m^gamma p_t for hard targets: no negative power to overflow.
-      const float p_t = y == 1.0f ? p : q;
+      const float p_t = y == 1.0f ? l.sigmoid_pos() : l.sigmoid_neg();
       return {loss, alpha_t * focus * (ce.grad - (2.0f * y - 1.0f) * f.gamma * p_t * ce.loss)};
     }
     return {loss, alpha_t * (focus * ce.grad - powf(m, f.gamma - 1.0f) * slope)};
