@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda_support.hpp"
 #include "fusedloss/fusedloss.h"
 #include "l2_flush.hpp"
 
@@ -100,23 +101,8 @@ void register_timed(const std::string& name, Function&& function, double min_tim
   if (min_time > 0) b->MinTime(min_time);
 }
 
-/// Empty when a CUDA device is usable, else why not.
-inline std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ": " +
-           cudaGetErrorString(e) + ")";
-  }
-  return count == 0 ? "no CUDA device present" : "";
-}
-
-/// "what: cudaErrorX (text)", clearing the error so that the next call does not see it.
-inline std::string cuda_error_text(cudaError_t e, const std::string& what) {
-  cudaGetLastError();
-  return what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
-}
+using checks::cuda_error_text;
+using checks::why_no_gpu;
 
 /// How many benchmark runs failed (SkipWithError through skip()); main's exit status.
 inline int& failures() {

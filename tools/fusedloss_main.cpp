@@ -37,6 +37,8 @@
 
 #ifdef FUSEDLOSS_VALIDATE_CUDA
 #include <cuda_runtime.h>
+
+#include "cuda_support.hpp"
 #endif
 
 namespace {
@@ -148,15 +150,9 @@ std::optional<checks::device_memory> gpu_memory(std::string& why_not) {
     return std::nullopt;
   }
 #ifdef FUSEDLOSS_VALIDATE_CUDA
-  int count = 0;
-  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count == 0) {
-    why_not = e != cudaSuccess ? std::string("the CUDA runtime says: ") + cudaGetErrorString(e)
-                               : "no CUDA device is present";
-    return std::nullopt;
-  }
+  if (why_not = checks::why_no_gpu(); !why_not.empty()) return std::nullopt;
   const auto check = [](cudaError_t e, const char* what) {
-    if (e != cudaSuccess)
-      throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+    if (e != cudaSuccess) throw std::runtime_error(checks::cuda_error_text(e, what));
   };
   return checks::device_memory{
       [check](size_t bytes) {

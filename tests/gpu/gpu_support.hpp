@@ -14,19 +14,11 @@
 #include <vector>
 
 #include "checks.hpp"
+#include "cuda_support.hpp"
 
 namespace fusedloss::gpu_tests {
 
-/// Empty when a CUDA device is usable, else why not.
-inline std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ")";
-  }
-  return count == 0 ? "no CUDA device present" : "";
-}
+using checks::why_no_gpu;
 
 /// Skips the test when there is no GPU, unless FUSEDLOSS_REQUIRE_GPU is set (scripts/gpu-check.sh
 /// sets it, so that a GPU test can never pass by skipping on a GPU machine).
@@ -53,10 +45,11 @@ inline int64_t scaled_size(int64_t n) {
 }
 
 /// Asserts that a CUDA runtime call succeeded, naming its error otherwise.
-#define FUSEDLOSS_CUDA_OK(expr)                                             \
-  do {                                                                      \
-    const cudaError_t fusedloss_e = (expr);                                 \
-    ASSERT_EQ(fusedloss_e, cudaSuccess) << cudaGetErrorString(fusedloss_e); \
+#define FUSEDLOSS_CUDA_OK(expr)                                      \
+  do {                                                               \
+    const cudaError_t fusedloss_e = (expr);                          \
+    ASSERT_EQ(fusedloss_e, cudaSuccess)                              \
+        << ::fusedloss::checks::cuda_error_text(fusedloss_e, #expr); \
   } while (0)
 
 /// Device memory holding a copy of a host buffer's bytes (or its size only).
