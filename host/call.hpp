@@ -1,8 +1,5 @@
-// The three calls every loss has, as the host layer names them internally.
+// The three calls every loss has: the public C++ layer's fusedloss::call, which the host layer
+// names its calls with too.
 #pragma once
 
-namespace fusedloss {
-
-enum class call { forward, backward, forward_backward };
-
-}  // namespace fusedloss
+#include "fusedloss/fusedloss.hpp"

@@ -186,7 +186,7 @@ struct shape {
   int64_t elements() const { return n * c * s; }
 };
 
-enum class call_kind { forward, backward, forward_backward };
+using fusedloss::call;
 
 // The upstream gradient: backward's grad_loss, or forward_backward's grad_scale times the float
 // behind grad_scale_ptr.
@@ -236,7 +236,7 @@ struct problem {
   std::vector<bool> padding;   // logits the loss never reads (row_stride > C*S)
   size_t losses;               // loss values under none: rows or elements
   size_t terms;                // logits that enter one loss value: C for row losses, else 1
-  std::function<outputs(memory&, call_kind, fusedloss_dtype, const std::vector<double>& logits,
+  std::function<outputs(memory&, call, fusedloss_dtype, const std::vector<double>& logits,
                         const upstream&)>
       run;
   size_t loss_count() const { return reduction == FUSEDLOSS_REDUCTION_NONE ? losses : 1; }
@@ -260,7 +260,7 @@ problem make_problem(std::string loss, std::string options, const shape& sh, con
   // [-3, 3]: every loss is smooth and well conditioned there, so finite differences are meaningful.
   pr.logits = checks::uniform(rng, pr.padding.size(), -3, 3);
   const size_t losses = pr.losses;
-  pr.run = [base, in, losses](memory& m, call_kind kind, fusedloss_dtype dtype,
+  pr.run = [base, in, losses](memory& m, call kind, fusedloss_dtype dtype,
                               const std::vector<double>& logits, const upstream& up) {
     Params p = base;
     p.device = m.device();
@@ -275,14 +275,14 @@ problem make_problem(std::string loss, std::string options, const shape& sh, con
     fusedloss::workspace ws{nullptr, fusedloss::workspace_size(p)};
     ws.data = m.scratch(ws.bytes);
     switch (kind) {
-      case call_kind::forward:
+      case call::forward:
         fusedloss::forward(p, ws);
         return outputs{m.get(p.loss), {}};
-      case call_kind::backward:
+      case call::backward:
         p.grad_loss = m.put(buffer(loss_dtype, up.grad_loss));
         fusedloss::backward(p, ws);
         return outputs{{}, m.get(p.grad_logits)};
-      case call_kind::forward_backward:
+      case call::forward_backward:
         p.grad_scale = up.grad_scale;
         p.grad_scale_ptr = floats(m, buffer(FUSEDLOSS_FLOAT32, {up.grad_scale_in_memory}));
         fusedloss::forward_backward(p, ws);
@@ -662,19 +662,17 @@ verdict fd_check(const validator& v, const problem& pr, rng_t& rng) {
   // differences, so only the gradient is the backend under test.
   const auto f = [&](const std::vector<double>& x) {
     host_buffers m;
-    const std::vector<double> loss = pr.run(m, call_kind::forward, FUSEDLOSS_FLOAT64, x, up).loss;
+    const std::vector<double> loss = pr.run(m, call::forward, FUSEDLOSS_FLOAT64, x, up).loss;
     double sum = 0;
     for (size_t i = 0; i < loss.size(); ++i) sum += up.grad_loss[i] * loss[i];
     return sum;
   };
   host_buffers m;
-  const std::vector<double> loss =
-      pr.run(m, call_kind::forward, FUSEDLOSS_FLOAT64, pr.logits, up).loss;
+  const std::vector<double> loss = pr.run(m, call::forward, FUSEDLOSS_FLOAT64, pr.logits, up).loss;
   double magnitude = 0;
   for (size_t i = 0; i < loss.size(); ++i) magnitude += std::fabs(up.grad_loss[i] * loss[i]);
 
-  const outputs got =
-      v.under_test(pr.run(m, call_kind::backward, FUSEDLOSS_FLOAT64, pr.logits, up));
+  const outputs got = v.under_test(pr.run(m, call::backward, FUSEDLOSS_FLOAT64, pr.logits, up));
   std::vector<double> want = checks::finite_difference(f, pr.logits, kFdStep);
   for (size_t i = 0; i < want.size(); ++i) {
     if (pr.padding[i]) want[i] = NAN;  // never written, so still poisoned
@@ -704,12 +702,12 @@ tolerance same_formula_tolerance(const std::vector<double>& want) {
 verdict fused_check(const validator& v, const problem& pr, rng_t& rng) {
   const fused_upstream up(rng, pr.loss_count());
   host_buffers m;
-  const auto run = [&](call_kind kind, const upstream& u) {
+  const auto run = [&](call kind, const upstream& u) {
     return v.under_test(pr.run(m, kind, FUSEDLOSS_FLOAT64, pr.logits, u));
   };
-  const outputs fb = run(call_kind::forward_backward, up.fused);
-  const outputs f = run(call_kind::forward, up.separate);
-  const outputs b = run(call_kind::backward, up.separate);
+  const outputs fb = run(call::forward_backward, up.fused);
+  const outputs f = run(call::forward, up.separate);
+  const outputs b = run(call::backward, up.separate);
   return worse(v.judge(fb.loss, f.loss, same_formula_tolerance(f.loss)),
                v.judge(fb.grad, b.grad, same_formula_tolerance(b.grad)));
 }
@@ -733,15 +731,15 @@ verdict gpu_check(const validator& v, const checks::device_memory& api, const pr
   const fused_upstream split(rng, pr.loss_count());
   host_buffers host;
   device_buffers device(api);
-  const auto run = [&](memory& m, call_kind kind, const upstream& u) {
+  const auto run = [&](memory& m, call kind, const upstream& u) {
     return pr.run(m, kind, dtype, pr.logits, u);
   };
-  const outputs want_f = run(host, call_kind::forward, up);
-  const outputs want_b = run(host, call_kind::backward, up);
-  const outputs want_fb = run(host, call_kind::backward, split.separate);
-  const outputs f = v.under_test(run(device, call_kind::forward, up));
-  const outputs b = v.under_test(run(device, call_kind::backward, up));
-  const outputs fb = v.under_test(run(device, call_kind::forward_backward, split.fused));
+  const outputs want_f = run(host, call::forward, up);
+  const outputs want_b = run(host, call::backward, up);
+  const outputs want_fb = run(host, call::backward, split.separate);
+  const outputs f = v.under_test(run(device, call::forward, up));
+  const outputs b = v.under_test(run(device, call::backward, up));
+  const outputs fb = v.under_test(run(device, call::forward_backward, split.fused));
   // A loss value sums `terms` logits' contributions; a reduction sums all of those.
   const size_t loss_terms = pr.terms * (pr.loss_count() == 1 ? pr.losses : 1);
   const tolerance loss_tol = device_tolerance(FUSEDLOSS_FLOAT32, want_f.loss, loss_terms);

@@ -76,44 +76,217 @@ inline int64_t read_and_clear_counter(int64_t* counter, fusedloss_device device,
   return value;
 }
 
-// For each loss: `<loss>_params` (the C struct), `make_<loss>_params()` (defaults filled) and the
+/** @brief The three calls every loss has (the C functions `fusedloss_<loss>_<call>`). */
+enum class call { forward, backward, forward_backward };
+
+// Each loss below: its params type, `make_<loss>_params()` (the init call's defaults), and the
 // overloads workspace_size(p), forward(p, ws, stream), backward(p, ws, stream) and
 // forward_backward(p, ws, stream), which throw fusedloss::error on any status but success. A
-// cudaStream_t converts to the `void*` stream argument.
-#define FUSEDLOSS_CXX_LOSS(name)                                                               \
-  using name##_params = fusedloss_##name##_params;                                             \
-  inline name##_params make_##name##_params() {                                                \
-    name##_params p;                                                                           \
-    fusedloss_##name##_params_init(&p);                                                        \
-    return p;                                                                                  \
-  }                                                                                            \
-  inline size_t workspace_size(const name##_params& p) {                                       \
-    fusedloss_error e;                                                                         \
-    size_t bytes = 0;                                                                          \
-    throw_on_error(fusedloss_##name##_workspace_size(&p, &bytes, &e), e);                      \
-    return bytes;                                                                              \
-  }                                                                                            \
-  inline void forward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {     \
-    fusedloss_error e;                                                                         \
-    throw_on_error(fusedloss_##name##_forward(&p, ws.data, ws.bytes, stream, &e), e);          \
-  }                                                                                            \
-  inline void backward(const name##_params& p, workspace ws = {}, void* stream = nullptr) {    \
-    fusedloss_error e;                                                                         \
-    throw_on_error(fusedloss_##name##_backward(&p, ws.data, ws.bytes, stream, &e), e);         \
-  }                                                                                            \
-  inline void forward_backward(const name##_params& p, workspace ws = {},                      \
-                               void* stream = nullptr) {                                       \
-    fusedloss_error e;                                                                         \
-    throw_on_error(fusedloss_##name##_forward_backward(&p, ws.data, ws.bytes, stream, &e), e); \
+// cudaStream_t converts to the `void*` stream argument. run(p, c, ws, stream) takes the call as a
+// value.
+
+/** @brief The params of BCE with logits (the C struct). */
+using bce_params = fusedloss_bce_params;
+
+/** @brief BCE with logits's params with the defaults of fusedloss_bce_params_init. */
+inline bce_params make_bce_params() {
+  bce_params p;
+  fusedloss_bce_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_bce_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const bce_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_bce_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_bce_forward, throwing on a refusal. */
+inline void forward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_bce_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_bce_backward, throwing on a refusal. */
+inline void backward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_bce_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_bce_forward_backward, throwing on a refusal. */
+inline void forward_backward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_bce_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief The params of sigmoid focal loss (the C struct). */
+using sigmoid_focal_params = fusedloss_sigmoid_focal_params;
+
+/** @brief Sigmoid focal loss's params with the defaults of fusedloss_sigmoid_focal_params_init. */
+inline sigmoid_focal_params make_sigmoid_focal_params() {
+  sigmoid_focal_params p;
+  fusedloss_sigmoid_focal_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_sigmoid_focal_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const sigmoid_focal_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_sigmoid_focal_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_sigmoid_focal_forward, throwing on a refusal. */
+inline void forward(const sigmoid_focal_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_sigmoid_focal_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_sigmoid_focal_backward, throwing on a refusal. */
+inline void backward(const sigmoid_focal_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_sigmoid_focal_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_sigmoid_focal_forward_backward, throwing on a refusal. */
+inline void forward_backward(const sigmoid_focal_params& p, workspace ws = {},
+                             void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_sigmoid_focal_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief The params of MSE (the C struct). */
+using mse_params = fusedloss_mse_params;
+
+/** @brief MSE's params with the defaults of fusedloss_mse_params_init. */
+inline mse_params make_mse_params() {
+  mse_params p;
+  fusedloss_mse_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_mse_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const mse_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_mse_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_mse_forward, throwing on a refusal. */
+inline void forward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_mse_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_mse_backward, throwing on a refusal. */
+inline void backward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_mse_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_mse_forward_backward, throwing on a refusal. */
+inline void forward_backward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_mse_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief The params of cross-entropy (the C struct). */
+using cross_entropy_params = fusedloss_cross_entropy_params;
+
+/** @brief Cross-entropy's params with the defaults of fusedloss_cross_entropy_params_init. */
+inline cross_entropy_params make_cross_entropy_params() {
+  cross_entropy_params p;
+  fusedloss_cross_entropy_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_cross_entropy_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const cross_entropy_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_cross_entropy_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_cross_entropy_forward, throwing on a refusal. */
+inline void forward(const cross_entropy_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_cross_entropy_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_cross_entropy_backward, throwing on a refusal. */
+inline void backward(const cross_entropy_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_cross_entropy_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_cross_entropy_forward_backward, throwing on a refusal. */
+inline void forward_backward(const cross_entropy_params& p, workspace ws = {},
+                             void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_cross_entropy_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief The params of softmax focal loss (the C struct). */
+using softmax_focal_params = fusedloss_softmax_focal_params;
+
+/** @brief Softmax focal loss's params with the defaults of fusedloss_softmax_focal_params_init. */
+inline softmax_focal_params make_softmax_focal_params() {
+  softmax_focal_params p;
+  fusedloss_softmax_focal_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_softmax_focal_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const softmax_focal_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_softmax_focal_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_softmax_focal_forward, throwing on a refusal. */
+inline void forward(const softmax_focal_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_softmax_focal_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_softmax_focal_backward, throwing on a refusal. */
+inline void backward(const softmax_focal_params& p, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_softmax_focal_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_softmax_focal_forward_backward, throwing on a refusal. */
+inline void forward_backward(const softmax_focal_params& p, workspace ws = {},
+                             void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_softmax_focal_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/**
+ * @brief Runs call `c` of the loss whose params `p` are (any of the params types above).
+ * @param p the params; @param c the call; @param ws the workspace; @param stream the stream.
+ * @throws fusedloss::error on any status but success.
+ */
+template <class Params>
+void run(const Params& p, call c, workspace ws = {}, void* stream = nullptr) {
+  switch (c) {
+    case call::forward:
+      forward(p, ws, stream);
+      break;
+    case call::backward:
+      backward(p, ws, stream);
+      break;
+    case call::forward_backward:
+      forward_backward(p, ws, stream);
+      break;
   }
-
-FUSEDLOSS_CXX_LOSS(bce)
-FUSEDLOSS_CXX_LOSS(sigmoid_focal)
-FUSEDLOSS_CXX_LOSS(mse)
-FUSEDLOSS_CXX_LOSS(cross_entropy)
-FUSEDLOSS_CXX_LOSS(softmax_focal)
-
-#undef FUSEDLOSS_CXX_LOSS
+}
 
 }  // namespace fusedloss
 
