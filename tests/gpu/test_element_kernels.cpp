@@ -13,7 +13,7 @@
 
 #include "checks.hpp"
 #include "element_losses.hpp"
-#include "fusedloss/fusedloss.h"
+#include "fusedloss/fusedloss.hpp"
 #include "gpu_support.hpp"
 
 namespace {
@@ -22,7 +22,6 @@ using fusedloss::checks::buffer;
 using fusedloss::gpu_tests::device_buffer;
 
 enum class loss_kind { bce, sigmoid_focal, mse };
-enum class which_call { forward, backward, forward_backward };
 
 // One problem: the loss, its size and options, and the call to run.
 struct element_case {
@@ -31,7 +30,7 @@ struct element_case {
   int64_t num_classes = 1;
   fusedloss_reduction reduction = FUSEDLOSS_REDUCTION_MEAN;
   fusedloss_empty_mean empty_mean = FUSEDLOSS_EMPTY_MEAN_NAN;
-  which_call call = which_call::forward_backward;
+  fusedloss::call call = fusedloss::call::forward_backward;
   bool weight = false;
   bool weight_per_class = false;
   bool pos_weight = false;
@@ -169,9 +168,9 @@ void fill(Params& p, const element_case& c, fusedloss_dtype dtype, fusedloss_dev
   p.targets_dtype = c.float32_targets ? FUSEDLOSS_FLOAT32 : dtype;
   p.reduction = c.reduction;
   p.empty_mean = c.empty_mean;
-  p.loss = c.call == which_call::backward ? nullptr : b.loss;
-  p.grad_logits = c.call == which_call::forward ? nullptr : b.grad;
-  p.grad_loss = c.call == which_call::backward ? b.grad_loss : nullptr;
+  p.loss = c.call == fusedloss::call::backward ? nullptr : b.loss;
+  p.grad_logits = c.call == fusedloss::call::forward ? nullptr : b.grad;
+  p.grad_loss = c.call == fusedloss::call::backward ? b.grad_loss : nullptr;
   p.grad_scale = c.grad_scale;
   p.grad_scale_ptr = c.grad_scale_ptr ? b.scale : nullptr;
 }
@@ -190,9 +189,9 @@ fusedloss_status run_call(const Params& p, const element_case& c, c_workspace<Pa
   size_t bytes = 0;
   if (const fusedloss_status s = size(&p, &bytes, err); s != FUSEDLOSS_SUCCESS) return s;
   device_buffer workspace(p.device == FUSEDLOSS_DEVICE_CUDA ? bytes : 0);
-  const c_call<Params> fn = c.call == which_call::forward    ? forward
-                            : c.call == which_call::backward ? backward
-                                                             : forward_backward;
+  const c_call<Params> fn = c.call == fusedloss::call::forward    ? forward
+                            : c.call == fusedloss::call::backward ? backward
+                                                                  : forward_backward;
   return fn(&p, workspace.data(), workspace.bytes(), stream, err);
 }
 
@@ -321,7 +320,7 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
   (c.in_place ? dev.logits : dev.grad).download(got.grad);
 
   const bool none = c.reduction == FUSEDLOSS_REDUCTION_NONE;
-  if (c.call != which_call::backward) {
+  if (c.call != fusedloss::call::backward) {
     if (none) {
       expect_close(tail(got.loss, c.offset), tail(want.loss, c.offset), kElementLossTolerance,
                    "loss");
@@ -329,7 +328,7 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
       expect_close(got.loss.values(), want.loss.values(), {0.0, 0.0, kReducedLossRtol}, "loss");
     }
   }
-  if (c.call != which_call::forward) {
+  if (c.call != fusedloss::call::forward) {
     expect_close(tail(got.grad, c.in_place ? c.offset : grad_start(c)),
                  tail(want.grad, grad_start(c)), tolerance_for(dtype), "grad");
   }
@@ -460,7 +459,7 @@ TYPED_TEST(ElementKernels, EverySigmoidFocalOption) {
 TYPED_TEST(ElementKernels, EveryCall) {
   for (loss_kind kind : kKinds) {
     for (fusedloss_reduction reduction : kReductions) {
-      for (which_call call : {which_call::forward, which_call::backward}) {
+      for (fusedloss::call call : {fusedloss::call::forward, fusedloss::call::backward}) {
         element_case c;
         c.kind = kind;
         c.reduction = reduction;
@@ -599,7 +598,7 @@ TYPED_TEST(ElementKernels, LaunchConfigurationsAgreeOnTheSum) {
   element_case c;
   c.numel = (1 << 22) + 7;
   c.reduction = FUSEDLOSS_REDUCTION_SUM;
-  c.call = which_call::forward;
+  c.call = fusedloss::call::forward;
   std::mt19937_64 rng(std::random_device{}());
   const inputs in(c, dtype, rng);
   device_arrays dev(in, c);

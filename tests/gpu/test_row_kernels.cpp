@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "checks.hpp"
-#include "fusedloss/fusedloss.h"
+#include "fusedloss/fusedloss.hpp"
 #include "gpu_support.hpp"
 #include "row_losses.hpp"
 
@@ -90,7 +90,6 @@ const double kReducedRtol = kLossRtol + std::ldexp(1.0, -23);
 // One problem.
 
 enum class loss_kind { cross_entropy, probability, softmax_focal };
-enum class which_call { forward, backward, forward_backward };
 // What the logits hold besides uniform values in [-6, 6).
 enum class pattern {
   random,
@@ -112,11 +111,11 @@ const char* name(loss_kind k) {
       return "softmax_focal";
   }
 }
-const char* name(which_call c) {
+const char* name(fusedloss::call c) {
   switch (c) {
-    case which_call::forward:
+    case fusedloss::call::forward:
       return "forward";
-    case which_call::backward:
+    case fusedloss::call::backward:
       return "backward";
     default:
       return "forward_backward";
@@ -143,7 +142,7 @@ struct row_case {
   bool float32_targets = false;  // probability targets in float32 rather than the logits' dtype
   fusedloss_reduction reduction = FUSEDLOSS_REDUCTION_MEAN;
   fusedloss_empty_mean empty_mean = FUSEDLOSS_EMPTY_MEAN_NAN;
-  which_call call = which_call::forward_backward;
+  fusedloss::call call = fusedloss::call::forward_backward;
   bool weight = false;       // cross-entropy's class weights, or softmax focal's alpha
   bool zero_weight = false;  // every weight 0 (the empty mean of a zero total weight)
   int64_t ignore_index = -100;
@@ -417,8 +416,8 @@ row_bounds bounds_of(const row_case& c, const inputs& in) {
     const double magnitude = std::isfinite(lse) ? std::fabs(lse) : 0.0;
     b.t[i] = row_budget(lse, softcap);
     b.scale[i] = largest_weight * G * (1.0 + 2.0 * lambda * magnitude);
-    double g = c.call == which_call::backward ? grad_loss[none ? i : 0]
-                                              : c.grad_scale * (c.grad_scale_ptr ? 1.5 : 1.0);
+    double g = c.call == fusedloss::call::backward ? grad_loss[none ? i : 0]
+                                                   : c.grad_scale * (c.grad_scale_ptr ? 1.5 : 1.0);
     if (mean) g = b.normaliser != 0 ? g / b.normaliser : 0.0;
     b.upstream[i] = counted(c, in, r) ? std::fabs(g) : 0.0;
   }
@@ -459,9 +458,9 @@ void fill_rows(P& p, const row_case& c, fusedloss_dtype dtype, fusedloss_device 
   p.reduction = c.reduction;
   p.empty_mean = c.empty_mean;
   // backward is given the loss too: it must leave it alone.
-  p.loss = c.call == which_call::forward_backward && !c.loss_out ? nullptr : b.loss;
-  p.lse = c.call == which_call::backward ? (c.saved_lse ? b.lse : nullptr)
-                                         : (c.lse_out ? b.lse : nullptr);
+  p.loss = c.call == fusedloss::call::forward_backward && !c.loss_out ? nullptr : b.loss;
+  p.lse = c.call == fusedloss::call::backward ? (c.saved_lse ? b.lse : nullptr)
+                                              : (c.lse_out ? b.lse : nullptr);
   p.grad_logits = b.grad;
   p.grad_loss = b.grad_loss;
   p.grad_scale = c.grad_scale;
@@ -496,12 +495,12 @@ template <class P>
 using c_call = fusedloss_status (*)(const P*, void*, size_t, void*, fusedloss_error*);
 
 template <class P>
-fusedloss_status invoke(const P& p, which_call call, c_call<P> forward, c_call<P> backward,
+fusedloss_status invoke(const P& p, fusedloss::call call, c_call<P> forward, c_call<P> backward,
                         c_call<P> forward_backward, void* workspace, size_t bytes,
                         cudaStream_t stream, fusedloss_error* err) {
-  const c_call<P> fn = call == which_call::forward    ? forward
-                       : call == which_call::backward ? backward
-                                                      : forward_backward;
+  const c_call<P> fn = call == fusedloss::call::forward    ? forward
+                       : call == fusedloss::call::backward ? backward
+                                                           : forward_backward;
   return fn(&p, workspace, bytes, stream, err);
 }
 
@@ -544,12 +543,13 @@ kernels::row_problem make_problem(const row_case& c, fusedloss_dtype dtype, cons
   }
   p.reduction = c.reduction;
   p.empty_value = c.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? 0.0f : NAN;
-  const bool backward = c.call == which_call::backward;
-  p.loss = backward || (c.call == which_call::forward_backward && !c.loss_out) ? nullptr : b.loss;
+  const bool backward = c.call == fusedloss::call::backward;
+  p.loss =
+      backward || (c.call == fusedloss::call::forward_backward && !c.loss_out) ? nullptr : b.loss;
   p.lse = backward ? (c.saved_lse ? b.lse : nullptr) : (c.lse_out ? b.lse : nullptr);
   p.read_lse = backward && c.saved_lse;
   p.z_loss_out = !backward && c.z_loss_out && c.kind != loss_kind::softmax_focal ? b.z : nullptr;
-  p.grad = c.call == which_call::forward ? nullptr : b.grad;
+  p.grad = c.call == fusedloss::call::forward ? nullptr : b.grad;
   p.grad_loss = backward ? b.grad_loss : nullptr;
   p.grad_scale = c.grad_scale;
   p.grad_scale_ptr = c.grad_scale_ptr ? b.scale : nullptr;
@@ -627,7 +627,7 @@ outputs poisoned_outputs(const row_case& c, fusedloss_dtype dtype) {
 // The reference's outputs (not in place: the same values; the GPU's padding is checked apart).
 outputs run_reference(const row_case& c, fusedloss_dtype dtype, const inputs& in) {
   outputs out = poisoned_outputs(c, dtype);
-  if (c.call == which_call::backward && c.saved_lse) out.lse = in.saved_lse;
+  if (c.call == fusedloss::call::backward && c.saved_lse) out.lse = in.saved_lse;
   int64_t counter = kCounterStart;
   const bound b{in.logits.data(),
                 in.targets.data(),
@@ -650,7 +650,7 @@ outputs run_reference(const row_case& c, fusedloss_dtype dtype, const inputs& in
 // The reference forward's LSE, for a backward that reads it (on both sides).
 buffer reference_lse(const row_case& c, fusedloss_dtype dtype, const inputs& in) {
   row_case forward = c;
-  forward.call = which_call::forward;
+  forward.call = fusedloss::call::forward;
   forward.lse_out = true;
   forward.in_place = false;
   return run_reference(forward, dtype, in).lse;
@@ -682,7 +682,7 @@ struct device_arrays {
     for (const device_buffer* b : {&loss, &z, &grad, &lse}) {
       if (b->bytes() > 0) cudaMemset(b->data(), 0xFF, b->bytes());
     }
-    if (c.call == which_call::backward && c.saved_lse && lse.bytes() > 0) {
+    if (c.call == fusedloss::call::backward && c.saved_lse && lse.bytes() > 0) {
       cudaMemcpy(lse.data(), in.saved_lse.data(), lse.bytes(), cudaMemcpyHostToDevice);
     }
     if (c.in_place && logits.bytes() > 0) {
@@ -761,7 +761,7 @@ void expect_matches(const row_case& c, fusedloss_dtype dtype, const inputs& in, 
                     const outputs& got) {
   const int64_t R = rows_of(c), C = c.num_classes;
   const row_bounds b = bounds_of(c, in);
-  const bool backward = c.call == which_call::backward;
+  const bool backward = c.call == fusedloss::call::backward;
 
   {  // The loss and the z-loss term: unwritten (poisoned) on both sides in a backward.
     report loss("loss"), z("z_loss_out");
@@ -811,7 +811,7 @@ void expect_matches(const row_case& c, fusedloss_dtype dtype, const inputs& in, 
       for (int64_t k = 0; k < C; ++k) {
         const size_t i = at(c, r, gstride, k);
         in_row[i] = 1;
-        if (c.call == which_call::forward) continue;
+        if (c.call == fusedloss::call::forward) continue;
         const double w = want.grad[i];
         checks::tolerance t{dtype_tol.atol + b.upstream[ri] * b.scale[ri] * b.t[ri],
                             dtype_tol.rtol + b.t[ri]};
@@ -829,7 +829,7 @@ void expect_matches(const row_case& c, fusedloss_dtype dtype, const inputs& in, 
     const auto* got_bytes = static_cast<const unsigned char*>(got.grad.data());
     const auto* logit_bytes = static_cast<const unsigned char*>(in.logits.data());
     for (size_t i = 0; i < total; ++i) {
-      if (in_row[i] && c.call != which_call::forward) continue;
+      if (in_row[i] && c.call != fusedloss::call::forward) continue;
       untouched.bytes(i, got_bytes + i * element,
                       c.in_place ? logit_bytes + i * element : poison.data(), element);
     }
@@ -876,7 +876,7 @@ bool tier_accepts(const row_case& c, fusedloss_dtype dtype) {
                        grad_stride_of(c) % vector == 0 && c.lead % vector == 0;
     return c.num_classes <= (whole ? 32 * 4 * vector : 32 * 16);
   }
-  return !(c.call == which_call::backward && c.saved_lse);
+  return !(c.call == fusedloss::call::backward && c.saved_lse);
 }
 
 // A forced tier the GPU cannot run is refused before anything is launched.
@@ -905,7 +905,8 @@ void expect_matches_reference(const row_case& c, fusedloss_dtype dtype) {
   }
   std::mt19937_64 rng(seed);
   inputs in = make_inputs(c, dtype, rng);
-  if (c.call == which_call::backward && c.saved_lse) in.saved_lse = reference_lse(c, dtype, in);
+  if (c.call == fusedloss::call::backward && c.saved_lse)
+    in.saved_lse = reference_lse(c, dtype, in);
   const outputs want = run_reference(c, dtype, in);
 
   device_arrays dev(c, in, dtype);
@@ -1018,7 +1019,7 @@ kernels::row_problem sized_problem(fusedloss_dtype dtype, int64_t C, int64_t S =
   c.num_classes = C;
   c.spatial = S;
   c.float32_targets = true;
-  c.call = read_lse ? which_call::backward : which_call::forward_backward;
+  c.call = read_lse ? fusedloss::call::backward : fusedloss::call::forward_backward;
   c.saved_lse = read_lse;
   c.tier = tier;
   kernels::row_problem p = make_problem(c, dtype, bound{});
@@ -1107,14 +1108,14 @@ TYPED_TEST(RowKernels, EveryTierForced) {
         c.grad_scale_ptr = true;
         break;
       case 2:  // forward: LSE, z-loss term, soft-cap
-        c.call = which_call::forward;
+        c.call = fusedloss::call::forward;
         c.reduction = FUSEDLOSS_REDUCTION_NONE;
         c.z_loss = 1e-3;
         c.z_loss_out = true;
         c.softcap = 5.0;
         break;
       case 3:  // backward, per-row upstream; from the saved LSE where the tier reads it
-        c.call = which_call::backward;
+        c.call = fusedloss::call::backward;
         c.reduction = FUSEDLOSS_REDUCTION_NONE;
         c.weight = true;
         c.label_smoothing = 0.2;
@@ -1131,7 +1132,7 @@ TYPED_TEST(RowKernels, EveryTierForced) {
       case 5:
         c.kind = loss_kind::softmax_focal;
         c.gamma = 0.5;
-        c.call = which_call::backward;
+        c.call = fusedloss::call::backward;
         c.saved_lse =
             c.tier == row_tier::two_pass || c.tier == row_tier::spatial || c.tier == row_tier::warp;
         break;
@@ -1401,21 +1402,21 @@ TYPED_TEST(RowKernels, EveryCall) {
       c.label_smoothing = kind == loss_kind::cross_entropy && set % 3 == 0 ? 0.1 : 0.0;
       switch (set) {
         case 0:
-          c.call = which_call::forward;
+          c.call = fusedloss::call::forward;
           c.z_loss = kind == loss_kind::cross_entropy ? 1e-3 : 0.0;
           c.z_loss_out = kind == loss_kind::cross_entropy;
           break;
         case 1:
-          c.call = which_call::backward;
+          c.call = fusedloss::call::backward;
           c.reduction = FUSEDLOSS_REDUCTION_NONE;
           break;
         case 2:
-          c.call = which_call::backward;
+          c.call = fusedloss::call::backward;
           c.reduction = FUSEDLOSS_REDUCTION_SUM;
           c.saved_lse = true;
           break;
         case 3:
-          c.call = which_call::backward;
+          c.call = fusedloss::call::backward;
           c.saved_lse = true;  // mean
           c.softcap = kind == loss_kind::cross_entropy ? 5.0 : 0.0;
           break;
@@ -1461,8 +1462,8 @@ TYPED_TEST(RowKernels, IndexDtypesAndIgnoreIndex) {
 // treated as ignored; rows that are all ignored give zero loss and an exactly-zero gradient, even
 // over NaN, +inf and all -inf logits.
 TYPED_TEST(RowKernels, IgnoredRowsAndInvalidTargets) {
-  for (which_call call :
-       {which_call::forward, which_call::backward, which_call::forward_backward}) {
+  for (fusedloss::call call :
+       {fusedloss::call::forward, fusedloss::call::backward, fusedloss::call::forward_backward}) {
     row_case c;
     c.call = call;
     c.invalid = 0.4;
@@ -1605,7 +1606,7 @@ TYPED_TEST(RowKernels, SpatialLayout) {
                : variant % 3 == 1 ? loss_kind::probability
                                   : loss_kind::softmax_focal;
       c.reduction = kReductions[variant % 3 == 2 ? 1 : variant % 2];
-      c.call = variant % 4 == 3 ? which_call::backward : which_call::forward_backward;
+      c.call = variant % 4 == 3 ? fusedloss::call::backward : fusedloss::call::forward_backward;
       c.saved_lse = variant % 8 == 3;
       c.label_smoothing = c.kind != loss_kind::softmax_focal ? 0.1 : 0.0;
       c.weight = variant % 2 == 0;
@@ -1640,20 +1641,20 @@ TYPED_TEST(RowKernels, StridesAndPadding) {
 // thread overwrote it shows.
 TYPED_TEST(RowKernels, InPlaceGradient) {
   for (loss_kind kind : {loss_kind::cross_entropy, loss_kind::softmax_focal}) {
-    for (which_call call : {which_call::forward_backward, which_call::backward}) {
+    for (fusedloss::call call : {fusedloss::call::forward_backward, fusedloss::call::backward}) {
       row_case c;
       c.kind = kind;
       c.in_place = true;
       c.row_padding = 3;
       c.call = call;
-      c.saved_lse = call == which_call::backward;
+      c.saved_lse = call == fusedloss::call::backward;
       c.reduction =
-          call == which_call::backward ? FUSEDLOSS_REDUCTION_SUM : FUSEDLOSS_REDUCTION_NONE;
+          call == fusedloss::call::backward ? FUSEDLOSS_REDUCTION_SUM : FUSEDLOSS_REDUCTION_NONE;
       c.label_smoothing = kind == loss_kind::cross_entropy ? 0.1 : 0.0;
       c.ignored = 0.1;
       on_every_layout(c, TestFixture::dtype);
       c.saved_lse = false;  // backward recomputing the LSE, on every layout
-      if (call == which_call::backward) on_every_layout(c, TestFixture::dtype);
+      if (call == fusedloss::call::backward) on_every_layout(c, TestFixture::dtype);
     }
   }
 }
@@ -1776,7 +1777,8 @@ void expect_stream_and_graph(const row_case& c, fusedloss_dtype dtype) {
   if (c.tier == row_tier::cluster && !clusters_available()) return;
   std::mt19937_64 rng(seed);
   inputs in = make_inputs(c, dtype, rng);
-  if (c.call == which_call::backward && c.saved_lse) in.saved_lse = reference_lse(c, dtype, in);
+  if (c.call == fusedloss::call::backward && c.saved_lse)
+    in.saved_lse = reference_lse(c, dtype, in);
   const outputs want = run_reference(c, dtype, in);
   device_arrays dev(c, in, dtype);
   const bound b = dev.bind(c);
@@ -1832,7 +1834,7 @@ TYPED_TEST(RowKernels, NonDefaultStreamAndGraphReplay) {
   row_case saved = base;  // backward from the saved LSE
   saved.num_classes = 1000;
   saved.batch = 50;
-  saved.call = which_call::backward;
+  saved.call = fusedloss::call::backward;
   saved.saved_lse = true;
   expect_stream_and_graph(saved, dtype);
   row_case focal;
@@ -1914,7 +1916,7 @@ TYPED_TEST(RowKernels, BackwardFromTheGpuForwardsLse) {
     std::mt19937_64 rng(seed);
     inputs in = make_inputs(c, dtype, rng);
     row_case forward = c;
-    forward.call = which_call::forward;
+    forward.call = fusedloss::call::forward;
     forward.lse_out = true;
     device_arrays fwd(forward, in, dtype);
     fwd.poison(forward, in);
@@ -1927,7 +1929,7 @@ TYPED_TEST(RowKernels, BackwardFromTheGpuForwardsLse) {
     in.saved_lse = fwd.download(forward, dtype, nullptr).lse;
 
     row_case backward = c;
-    backward.call = which_call::backward;
+    backward.call = fusedloss::call::backward;
     backward.saved_lse = true;
     const outputs want = run_reference(backward, dtype, in);
     device_arrays dev(backward, in, dtype);
