@@ -53,8 +53,7 @@ constexpr int kThreads = 256;
 // BCE's second chunk's loads only after the first chunk's arithmetic, and spills sigmoid focal.
 // 768 threads with four 16-byte loads each keep 48 KB an SM in flight, 3.4 times what Little's
 // law asks of 6-byte elements at 4.3 TB/s (docs/performance.md).
-template <element_loss K>
-constexpr int kBlocksPerSmOf = K == element_loss::mse ? 4 : 3;
+constexpr int blocks_per_sm(element_loss k) { return k == element_loss::mse ? 4 : 3; }
 
 struct value_and_grad {
   float loss;
@@ -295,13 +294,14 @@ __device__ __forceinline__ element_problem advanced(const element_problem& p, in
 
 // The whole chunks of one thread, slab by slab: kUnroll chunks' inputs loaded before any is
 // computed (so that their loads are in flight together), then one at a time for the rest.
-// Returns the loss sum. `f` is the kernel parameter's own (constant space, not a register copy).
+// Returns the loss sum.
 template <class T, class U, element_loss K, bool kLean, focus_power kPower>
-__device__ __forceinline__ double chunk_loop(const element_problem& p, const focal_constants& f,
-                                             int64_t head, int64_t chunks, float upstream,
-                                             bool per_element_upstream, int64_t classes,
-                                             int64_t cls_step) {
+__device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t head, int64_t chunks,
+                                             float upstream, bool per_element_upstream,
+                                             int64_t classes, int64_t cls_step) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
+  // The kernel parameter's own (constant space): `q` below is a copy, its constants registers.
+  const focal_constants& f = p.focal;
   // Float32, or a lean call: two chunks (4 loads or more in flight); a 16-bit chunk's eight
   // elements with their options, or with sigmoid focal's arithmetic, fill the registers alone.
   constexpr int kUnroll = sizeof(T) == 4 || (kLean && K != element_loss::sigmoid_focal) ? 2 : 1;
@@ -339,7 +339,7 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const foc
 }
 
 template <class T, class U, element_loss K>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSmOf<K>)
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
     element_loss_kernel(element_problem p, double* partials) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
   const bool per_element_upstream =
@@ -367,14 +367,14 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSmOf<K>)
                     (!kFocal || f.integer_gamma);
   double sum = 0;
   if (!lean) {
-    sum = chunk_loop<T, U, K, false, focus_power::real>(p, f, head, chunks, upstream,
+    sum = chunk_loop<T, U, K, false, focus_power::real>(p, head, chunks, upstream,
                                                         per_element_upstream, classes, cls_step);
   } else if (!kFocal || f.gamma == 2.0f) {
-    sum = chunk_loop<T, U, K, true, focus_power::two>(p, f, head, chunks, upstream, false, classes,
+    sum = chunk_loop<T, U, K, true, focus_power::two>(p, head, chunks, upstream, false, classes,
                                                       cls_step);
   } else if constexpr (kFocal) {
-    sum = chunk_loop<T, U, K, true, focus_power::integer>(p, f, head, chunks, upstream, false,
-                                                          classes, cls_step);
+    sum = chunk_loop<T, U, K, true, focus_power::integer>(p, head, chunks, upstream, false, classes,
+                                                          cls_step);
   }
   // The scalar elements: the head and tail around the chunks, or everything off the vector path.
   const int64_t scalar_head = vector_path ? head : p.numel;
@@ -390,15 +390,15 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSmOf<K>)
   if (partials != nullptr) detail::write_block_partial<kThreads>(sum, partials);
 }
 
-// The grid of a loss whose kernel is built for `blocks_per_sm` resident blocks.
-cudaError_t grid_size(int64_t numel, int max_blocks, int blocks_per_sm, int* blocks) {
+// The grid of a loss whose kernel is built for `resident` blocks an SM.
+cudaError_t grid_size(int64_t numel, int max_blocks, int resident, int* blocks) {
   int device = 0, sms = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (e != cudaSuccess) return e;
   // Enough 4-element chunks for every thread, at most a full wave of resident blocks.
   const int64_t wanted = std::max<int64_t>(1, (numel / 4 + kThreads - 1) / kThreads);
-  int64_t cap = static_cast<int64_t>(sms) * blocks_per_sm;
+  int64_t cap = static_cast<int64_t>(sms) * resident;
   if (max_blocks > 0) cap = std::min<int64_t>(cap, max_blocks);
   *blocks = static_cast<int>(std::min(wanted, cap));
   return cudaSuccess;
@@ -423,18 +423,14 @@ void launch(const element_problem& p, int blocks, double* partials, cudaStream_t
 cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes) {
   // Sized for the loss with the largest grid, so that one size serves every loss.
   int blocks = 0;
-  const cudaError_t e = grid_size(numel, max_blocks, kBlocksPerSmOf<element_loss::mse>, &blocks);
+  const cudaError_t e = grid_size(numel, max_blocks, blocks_per_sm(element_loss::mse), &blocks);
   if (e == cudaSuccess) *bytes = static_cast<size_t>(blocks) * sizeof(double);
   return e;
 }
 
 cudaError_t run_element_loss(const element_problem& p, void* workspace, cudaStream_t stream) {
-  const int blocks_per_sm = p.kind == element_loss::bce ? kBlocksPerSmOf<element_loss::bce>
-                            : p.kind == element_loss::sigmoid_focal
-                                ? kBlocksPerSmOf<element_loss::sigmoid_focal>
-                                : kBlocksPerSmOf<element_loss::mse>;
   int blocks = 0;
-  cudaError_t e = grid_size(p.numel, p.max_blocks, blocks_per_sm, &blocks);
+  cudaError_t e = grid_size(p.numel, p.max_blocks, blocks_per_sm(p.kind), &blocks);
   if (e != cudaSuccess) return e;
   const bool reduce = p.loss != nullptr && p.reduction != FUSEDLOSS_REDUCTION_NONE;
   double* partials = reduce ? static_cast<double*>(workspace) : nullptr;
