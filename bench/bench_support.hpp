@@ -467,13 +467,16 @@ inline std::string status_text(const char* function, fusedloss_status s,
   return text;
 }
 
-/// Allocates the workspace `p`'s calls need; on failure fails the row and returns false.
+/// Allocates the workspace `p`'s calls need, as the C ABI's `workspace_size` call for them says;
+/// on failure fails the row and returns false.
 template <class Params>
-bool allocate_workspace(benchmark::State& state, const loss_api<Params>& api, const Params& p,
-                        device_buffer& workspace) {
+bool allocate_workspace(benchmark::State& state,
+                        fusedloss_status (*workspace_size)(const Params*, size_t*,
+                                                           fusedloss_error*),
+                        const Params& p, device_buffer& workspace) {
   fusedloss_error err{};
   size_t bytes = 0;
-  if (const fusedloss_status st = api.workspace_size(&p, &bytes, &err); st != FUSEDLOSS_SUCCESS) {
+  if (const fusedloss_status st = workspace_size(&p, &bytes, &err); st != FUSEDLOSS_SUCCESS) {
     skip(state, status_text("workspace_size", st, err));
     return false;
   }

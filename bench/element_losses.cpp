@@ -126,7 +126,7 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   p.grad_logits = c.call == which_call::forward_backward ? in.grad() : nullptr;
 
   device_buffer workspace;
-  if (!allocate_workspace(state, api, p, workspace)) return;
+  if (!allocate_workspace(state, api.workspace_size, p, workspace)) return;
   fusedloss_error err{};
 
   const auto function = c.call == which_call::forward_backward ? api.forward_backward : api.forward;

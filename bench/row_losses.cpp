@@ -15,6 +15,10 @@
 // - at the three LLM shapes in bfloat16, cross_entropy_smoothing_ignore/bfloat16/forward_backward:
 //   bench/compare.py's second LLM case, label_smoothing 0.1 with every tenth row's target (rows 1,
 //   11, 21, ...) at ignore_index (compare.py picks 10% at random; the label gives the count);
+// - at the three LLM shapes in bfloat16, cross_entropy_vocab_parallel/bfloat16/forward_backward:
+//   the vocab-parallel shard calls (partial, rescale, finish with the gradient) with one rank
+//   holding the whole vocabulary and no collective between them: what the shard path costs beside
+//   the fused call, whose row runs earlier;
 // - at 1024 x 1000 and 65536 x 80 only, softmax_focal/<dtype>/{forward,forward_backward} (gamma 2).
 // compare.py's other row cases are the plain LLM rows and the 1024 x 1000 rows.
 // The cross-entropy rows are the plain LLM case: int64 class indices uniform in [0, C), no weight,
@@ -26,7 +30,9 @@
 //   (2 * N * C * sizeof(dtype)) + targets (8 * N) + per-row LSE (4 * N). The separate pair moves
 //   more (the backward reads the logits again, and the LSE), but it is counted the same, so that
 //   the ratio of the two rows' GB/s is the ratio of their throughputs;
-// - forward: logits read once + targets + per-row LSE.
+// - forward: logits read once + targets + per-row LSE;
+// - cross_entropy_vocab_parallel: what the shard path moves, logits read twice + gradient written
+//   once (3 * N * C * sizeof(dtype)) + targets + per-row LSE (the 28-byte summary a row left out).
 // The 4-byte loss and the workspace (the mean's normaliser and per-block partial sums) are left
 // out.
 //
@@ -43,6 +49,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench_support.hpp"
@@ -54,7 +61,13 @@ namespace {
 /// Seconds of event time per row for the shapes whose calls take microseconds.
 constexpr double kSmallMinTime = 0.05;
 
-enum class row_kind { cross_entropy, cross_entropy_options, cross_entropy_ignore, softmax_focal };
+enum class row_kind {
+  cross_entropy,
+  cross_entropy_options,
+  cross_entropy_ignore,
+  cross_entropy_shard,
+  softmax_focal
+};
 enum class row_call { forward_backward, forward_then_backward, forward };
 
 const char* kind_name(row_kind k) {
@@ -65,6 +78,8 @@ const char* kind_name(row_kind k) {
       return "cross_entropy_smoothing_zloss";
     case row_kind::cross_entropy_ignore:
       return "cross_entropy_smoothing_ignore";
+    case row_kind::cross_entropy_shard:
+      return "cross_entropy_vocab_parallel";
     default:
       return "softmax_focal";
   }
@@ -82,6 +97,8 @@ std::string kind_label(row_kind k, int64_t batch) {
     case row_kind::cross_entropy_ignore:
       return "cross_entropy (label_smoothing 0.1, " + std::to_string((batch + 8) / 10) + " of " +
              std::to_string(batch) + " rows ignored)";
+    case row_kind::cross_entropy_shard:
+      return "vocab-parallel cross_entropy, one rank (partial, rescale, finish)";
     default:
       return "softmax_focal (gamma 2)";
   }
@@ -144,7 +161,10 @@ struct row_case {
     const double n = static_cast<double>(batch());
     const double logits = n * static_cast<double>(where.classes) * dtype_bytes(dtype);
     const double rows = n * (sizeof(int64_t) + sizeof(float));  // targets + LSE
-    return (call == row_call::forward ? 1.0 : 2.0) * logits + rows;
+    const double passes = kind == row_kind::cross_entropy_shard ? 3.0
+                          : call == row_call::forward           ? 1.0
+                                                                : 2.0;
+    return passes * logits + rows;
   }
 };
 
@@ -337,7 +357,7 @@ void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>
   set_options(p, c.kind);
 
   device_buffer workspace;
-  if (!allocate_workspace(state, api, p, workspace)) return;
+  if (!allocate_workspace(state, api.workspace_size, p, workspace)) return;
   fusedloss_error err{};
 
   const auto invoke = [&](decltype(api.forward) function, const char* name) -> std::string {
@@ -372,8 +392,70 @@ void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>
   }
 }
 
+// The three shard calls of one rank holding every class; the summary stays as partial and rescale
+// leave it (with one rank, the all-reduces would change nothing).
+void run_shard_rows(benchmark::State& state, const row_case& c) {
+  session& s = session::get();
+  state.SetLabel(c.label());
+  if (!s.error().empty()) {
+    skip(state, s.error());
+    return;
+  }
+  const double copy_bytes_per_second = s.copy_bandwidth();
+  row_inputs& in = row_inputs::get();
+  if (std::string why = in.prepare(c.dtype, c.batch(), c.where.classes); !why.empty()) {
+    skip(state, why);
+    return;
+  }
+  fusedloss_cross_entropy_shard_params p;
+  fusedloss_cross_entropy_shard_params_init(&p);
+  p.device = run_device();
+  p.batch = c.batch();
+  p.num_classes = p.vocab_size = c.where.classes;
+  p.logits = in.logits();
+  p.logits_dtype = c.dtype;
+  p.targets = in.targets();
+  p.targets_dtype = FUSEDLOSS_INT64;
+  p.loss = in.loss();
+  p.lse = in.lse();
+  p.grad_logits = in.grad();
+  device_buffer summary;
+  if (const cudaError_t e = summary.allocate(static_cast<size_t>(FUSEDLOSS_SHARD_SUMMARY_FIELDS) *
+                                             static_cast<size_t>(p.batch) * sizeof(float));
+      e != cudaSuccess) {
+    skip(state, cuda_error_text(e, "allocating the summary"));
+    return;
+  }
+  p.summary = summary.data();
+  device_buffer workspace;
+  if (!allocate_workspace(state, fusedloss_cross_entropy_shard_workspace_size, p, workspace)) {
+    return;
+  }
+  fusedloss_error err{};
+  const auto call = [&]() -> std::string {
+    using step = fusedloss_status (*)(const fusedloss_cross_entropy_shard_params*, void*, size_t,
+                                      void*, fusedloss_error*);
+    const std::pair<step, const char*> steps[] = {
+        {fusedloss_cross_entropy_shard_partial, "partial"},
+        {fusedloss_cross_entropy_shard_rescale, "rescale"},
+        {fusedloss_cross_entropy_shard_finish, "finish"}};
+    for (const auto& [function, name] : steps) {
+      const fusedloss_status st =
+          function(&p, workspace.data(), workspace.bytes(), s.stream(), &err);
+      if (st != FUSEDLOSS_SUCCESS) return status_text(name, st, err);
+    }
+    return {};
+  };
+  const double seconds = timed_loop(state, call);
+  if (seconds < 0) return;
+  if (!record_loss(state, static_cast<const float*>(in.loss()))) return;
+  set_counters(state, c.bytes(), seconds, copy_bytes_per_second);
+}
+
 void row_benchmark(benchmark::State& state, const row_case& c) {
-  if (c.kind == row_kind::softmax_focal) {
+  if (c.kind == row_kind::cross_entropy_shard) {
+    run_shard_rows(state, c);
+  } else if (c.kind == row_kind::softmax_focal) {
     run_rows(state, c, FUSEDLOSS_BENCH_API(softmax_focal));
   } else {
     run_rows(state, c, FUSEDLOSS_BENCH_API(cross_entropy));
@@ -397,8 +479,10 @@ void register_row_benchmarks() {
         add_row({row_kind::cross_entropy, dtype, call, where});
       if (shape == "8192x128256" && dtype == FUSEDLOSS_BFLOAT16)
         add_row({row_kind::cross_entropy_options, dtype, row_call::forward_backward, where});
-      if (where.llm && dtype == FUSEDLOSS_BFLOAT16)
+      if (where.llm && dtype == FUSEDLOSS_BFLOAT16) {
         add_row({row_kind::cross_entropy_ignore, dtype, row_call::forward_backward, where});
+        add_row({row_kind::cross_entropy_shard, dtype, row_call::forward_backward, where});
+      }
       if (!where.llm) {
         for (row_call call : {row_call::forward, row_call::forward_backward})
           add_row({row_kind::softmax_focal, dtype, call, where});

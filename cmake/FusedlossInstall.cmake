@@ -11,6 +11,10 @@ if(TARGET fusedloss_shared)
   set_target_properties(fusedloss_shared PROPERTIES EXPORT_NAME shared)
   install(TARGETS fusedloss_shared EXPORT fusedlossTargets LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endif()
+if(TARGET fusedloss_nccl)
+  install(TARGETS fusedloss_nccl EXPORT fusedlossTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(DIRECTORY include/fusedloss DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT fusedlossTargets NAMESPACE fusedloss::
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/fusedloss)

@@ -51,6 +51,43 @@ fusedloss_status run(const Params* p, call c, void* workspace, size_t workspace_
   return succeed(err);
 }
 
+// The CPU path of shard call `step`; only finish can report invalid targets.
+int64_t run_reference(const fusedloss_cross_entropy_shard_params& p, shard_step step) {
+  switch (step) {
+    case shard_step::partial:
+      reference::cross_entropy_shard_partial(p);
+      return 0;
+    case shard_step::rescale:
+      reference::cross_entropy_shard_rescale(p);
+      return 0;
+    case shard_step::finish:
+      return reference::cross_entropy_shard_finish(p);
+  }
+  return 0;
+}
+
+fusedloss_status run(const fusedloss_cross_entropy_shard_params* p, shard_step step,
+                     void* workspace, size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  fusedloss_cross_entropy_shard_params resolved;
+  if (const fusedloss_status s = validate(p, step, resolved, err); s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  if (resolved.device == FUSEDLOSS_DEVICE_CUDA) {
+    if (const fusedloss_status s = validate_cuda_workspace(workspace, err);
+        s != FUSEDLOSS_SUCCESS) {
+      return s;
+    }
+    return cuda::run(resolved, step, workspace, workspace_bytes, stream, err);
+  }
+  if (const int64_t invalid = run_reference(resolved, step); invalid > 0) {
+    return report(err, FUSEDLOSS_INVALID_TARGET, "targets",
+                  "targets: %lld class index(es) neither ignore_index nor in [0, vocab_size); "
+                  "those rows were treated as ignored",
+                  static_cast<long long>(invalid));
+  }
+  return succeed(err);
+}
+
 template <class Params>
 fusedloss_status workspace_size(const Params* p, size_t* bytes, fusedloss_error* err) {
   if (const fusedloss_status s = validate_header(p, err); s != FUSEDLOSS_SUCCESS) return s;
@@ -76,6 +113,7 @@ void init_common(Params* p) {
 }  // namespace fusedloss::host
 
 using fusedloss::call;
+using fusedloss::shard_step;
 using fusedloss::host::init_common;
 
 extern "C" {
@@ -113,6 +151,14 @@ void fusedloss_softmax_focal_params_init(fusedloss_softmax_focal_params* p) {
   p->spatial = 1;
   p->ignore_index = -100;
   p->gamma = 2.0;
+}
+
+void fusedloss_cross_entropy_shard_params_init(fusedloss_cross_entropy_shard_params* p) {
+  init_common(p);
+  p->targets_dtype = FUSEDLOSS_INT64;
+  p->num_classes = 1;
+  p->vocab_size = 1;
+  p->ignore_index = -100;
 }
 
 fusedloss_status fusedloss_bce_workspace_size(const fusedloss_bce_params* p, size_t* bytes,
@@ -226,6 +272,29 @@ fusedloss_status fusedloss_softmax_focal_forward_backward(const fusedloss_softma
                                                           void* workspace, size_t workspace_bytes,
                                                           void* stream, fusedloss_error* err) {
   return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_shard_workspace_size(
+    const fusedloss_cross_entropy_shard_params* p, size_t* bytes, fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_shard_partial(
+    const fusedloss_cross_entropy_shard_params* p, void* workspace, size_t workspace_bytes,
+    void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, shard_step::partial, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_shard_rescale(
+    const fusedloss_cross_entropy_shard_params* p, void* workspace, size_t workspace_bytes,
+    void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, shard_step::rescale, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_cross_entropy_shard_finish(const fusedloss_cross_entropy_shard_params* p,
+                                                      void* workspace, size_t workspace_bytes,
+                                                      void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, shard_step::finish, workspace, workspace_bytes, stream, err);
 }
 
 fusedloss_status fusedloss_scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel,

@@ -11,6 +11,7 @@
 #include "row_losses.hpp"
 #include "scale.hpp"
 #include "validate.hpp"
+#include "vocab_parallel.hpp"
 
 namespace fusedloss::host::cuda {
 namespace {
@@ -142,6 +143,38 @@ fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
   return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
+// The shard calls' work; the invalid-target counter goes to the rank whose slice starts at class
+// 0, so that the ranks' counters add up to each invalid target once.
+kernels::shard_problem shard_problem(const fusedloss_cross_entropy_shard_params& p) {
+  kernels::shard_problem e{};
+  e.batch = p.batch;
+  e.num_classes = p.num_classes;
+  e.vocab_start = p.vocab_start;
+  e.vocab_size = p.vocab_size;
+  e.row_stride = p.row_stride;
+  e.grad_row_stride = p.grad_row_stride;
+  e.logits = p.logits;
+  e.logits_dtype = p.logits_dtype;
+  e.targets = p.targets;
+  e.targets_dtype = p.targets_dtype;
+  e.weight = p.weight;
+  e.ignore_index = p.ignore_index;
+  e.label_smoothing = static_cast<float>(p.label_smoothing);
+  e.z_loss = static_cast<float>(p.z_loss);
+  e.softcap = static_cast<float>(p.softcap);
+  e.reduction = p.reduction;
+  e.empty_value = p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? 0.0f : NAN;
+  e.summary = static_cast<float*>(p.summary);
+  e.loss = static_cast<float*>(p.loss);
+  e.lse = static_cast<float*>(p.lse);
+  e.z_loss_out = static_cast<float*>(p.z_loss_out);
+  e.grad = p.grad_logits;
+  e.grad_scale = p.grad_scale;
+  e.grad_scale_ptr = p.grad_scale_ptr;
+  e.invalid_target_count = p.vocab_start == 0 ? p.invalid_target_count : nullptr;
+  return e;
+}
+
 }  // namespace
 
 fusedloss_status workspace_size(const fusedloss_bce_params& p, size_t* bytes,
@@ -163,6 +196,12 @@ fusedloss_status workspace_size(const fusedloss_cross_entropy_params& p, size_t*
 fusedloss_status workspace_size(const fusedloss_softmax_focal_params& p, size_t* bytes,
                                 fusedloss_error* err) {
   return row_workspace(softmax_focal_problem(p, call::forward_backward), bytes, err);
+}
+
+fusedloss_status workspace_size(const fusedloss_cross_entropy_shard_params& p, size_t* bytes,
+                                fusedloss_error* err) {
+  const cudaError_t e = kernels::shard_workspace_bytes(shard_problem(p), bytes);
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, size_t workspace_bytes,
@@ -196,6 +235,31 @@ fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* work
 fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err) {
   return run_rows(softmax_focal_problem(p, c), workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status run(const fusedloss_cross_entropy_shard_params& p, shard_step step,
+                     void* workspace, size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  const kernels::shard_problem problem = shard_problem(p);
+  size_t needed = 0;
+  cudaError_t e = kernels::shard_workspace_bytes(problem, &needed);
+  if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
+  if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  switch (step) {
+    case shard_step::partial:
+      e = kernels::run_shard_partial(problem, workspace, workspace_bytes, cuda_stream);
+      break;
+    case shard_step::rescale:
+      e = kernels::run_shard_rescale(problem, workspace, workspace_bytes, cuda_stream);
+      break;
+    case shard_step::finish:
+      e = kernels::run_shard_finish(problem, workspace, workspace_bytes, cuda_stream);
+      break;
+  }
+  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
 }
 
 fusedloss_status scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,

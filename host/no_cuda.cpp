@@ -38,6 +38,15 @@ FUSEDLOSS_WITHOUT_CUDA(fusedloss_mse_params)
 FUSEDLOSS_WITHOUT_CUDA(fusedloss_cross_entropy_params)
 FUSEDLOSS_WITHOUT_CUDA(fusedloss_softmax_focal_params)
 
+fusedloss_status workspace_size(const fusedloss_cross_entropy_shard_params&, size_t*,
+                                fusedloss_error* err) {
+  return without_cuda(err);
+}
+fusedloss_status run(const fusedloss_cross_entropy_shard_params&, shard_step, void*, size_t, void*,
+                     fusedloss_error* err) {
+  return without_cuda(err);
+}
+
 #undef FUSEDLOSS_WITHOUT_CUDA
 
 fusedloss_status scale_in_place(void*, fusedloss_dtype, int64_t, const void*, fusedloss_dtype,

@@ -126,6 +126,29 @@ void check_gamma(checker& v, double gamma) {
   v.require(finite(gamma) && gamma >= 0, "gamma", "%g; expected a finite value >= 0", gamma);
 }
 
+// The row strides of a (batch, row_elements) layout and of its gradient, with their defaults
+// resolved in `resolved` (0: row_elements, and the logits' stride for the gradient's).
+template <class Params>
+void check_strides(checker& v, const Params& p, int64_t row_elements, const char* row_name,
+                   Params& resolved) {
+  constexpr int64_t int64_max = std::numeric_limits<int64_t>::max();
+  v.require(p.row_stride == 0 || p.row_stride >= row_elements, "row_stride",
+            "%lld is less than %s (%lld)", static_cast<long long>(p.row_stride), row_name,
+            static_cast<long long>(row_elements));
+  v.require(p.grad_row_stride == 0 || p.grad_row_stride >= row_elements, "grad_row_stride",
+            "%lld is less than %s (%lld)", static_cast<long long>(p.grad_row_stride), row_name,
+            static_cast<long long>(row_elements));
+  resolved.row_stride = p.row_stride != 0 ? p.row_stride : row_elements;
+  resolved.grad_row_stride = p.grad_row_stride != 0 ? p.grad_row_stride : resolved.row_stride;
+  v.require(p.batch == 0 || resolved.row_stride <= int64_max / p.batch, "row_stride",
+            "batch * row_stride overflows int64");
+  v.require(p.batch == 0 || resolved.grad_row_stride <= int64_max / p.batch, "grad_row_stride",
+            "batch * grad_row_stride overflows int64");
+  v.require(p.grad_logits != p.logits || p.logits == nullptr ||
+                resolved.grad_row_stride == resolved.row_stride,
+            "grad_row_stride", "in-place (grad_logits == logits) needs equal row strides");
+}
+
 // Row losses: the (N, C) / (N, C, S) layout with its strides, the class-index targets' dtype and
 // the optional counter. Resolves the strides' defaults in `resolved`.
 template <class Params>
@@ -147,22 +170,7 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
   v.require(p.num_classes > 0 || rows == 0, "num_classes", "0 with %lld rows",
             static_cast<long long>(rows));
 
-  v.require(p.row_stride == 0 || p.row_stride >= row_elements, "row_stride",
-            "%lld is less than num_classes * spatial (%lld)", static_cast<long long>(p.row_stride),
-            static_cast<long long>(row_elements));
-  v.require(p.grad_row_stride == 0 || p.grad_row_stride >= row_elements, "grad_row_stride",
-            "%lld is less than num_classes * spatial (%lld)",
-            static_cast<long long>(p.grad_row_stride), static_cast<long long>(row_elements));
-  resolved.row_stride = p.row_stride != 0 ? p.row_stride : row_elements;
-  resolved.grad_row_stride = p.grad_row_stride != 0 ? p.grad_row_stride : resolved.row_stride;
-  v.require(p.batch == 0 || resolved.row_stride <= int64_max / p.batch, "row_stride",
-            "batch * row_stride overflows int64");
-  v.require(p.batch == 0 || resolved.grad_row_stride <= int64_max / p.batch, "grad_row_stride",
-            "batch * grad_row_stride overflows int64");
-  v.require(p.grad_logits != p.logits || p.logits == nullptr ||
-                resolved.grad_row_stride == resolved.row_stride,
-            "grad_row_stride", "in-place (grad_logits == logits) needs equal row strides");
-
+  check_strides(v, p, row_elements, "num_classes * spatial", resolved);
   check_logits(v, p, rows);
   const bool index_targets = is_integer(p.targets_dtype);
   const bool probability_targets =
@@ -174,6 +182,19 @@ void check_rows(checker& v, const Params& p, call c, bool probability_ok, Params
   v.require_buffer(p.lse, false, p.device, "lse");
   v.require_buffer(p.invalid_target_count, false, p.device, "invalid_target_count");
   check_outputs(v, p, c, rows);
+}
+
+// Cross-entropy's options, shared by the whole-row and the shard calls.
+template <class Params>
+void check_cross_entropy_options(checker& v, const Params& p) {
+  v.require(p.label_smoothing >= 0 && p.label_smoothing <= 1, "label_smoothing",
+            "%g is outside [0, 1]", p.label_smoothing);
+  v.require(finite(p.z_loss) && p.z_loss >= 0, "z_loss", "%g; expected a finite value >= 0",
+            p.z_loss);
+  v.require(finite(p.softcap) && p.softcap >= 0, "softcap",
+            "%g; expected a finite value > 0, or 0 for off", p.softcap);
+  v.require_buffer(p.weight, false, p.device, "weight");
+  v.require_buffer(p.z_loss_out, false, p.device, "z_loss_out");
 }
 
 template <class Enum>
@@ -278,14 +299,7 @@ fusedloss_status validate(const fusedloss_cross_entropy_params* p, call c,
                           fusedloss_cross_entropy_params& resolved, fusedloss_error* err) {
   return validate_with(p, resolved, err, [&](checker& v) {
     check_rows(v, *p, c, /*probability_ok=*/true, resolved);
-    v.require(p->label_smoothing >= 0 && p->label_smoothing <= 1, "label_smoothing",
-              "%g is outside [0, 1]", p->label_smoothing);
-    v.require(finite(p->z_loss) && p->z_loss >= 0, "z_loss", "%g; expected a finite value >= 0",
-              p->z_loss);
-    v.require(finite(p->softcap) && p->softcap >= 0, "softcap",
-              "%g; expected a finite value > 0, or 0 for off", p->softcap);
-    v.require_buffer(p->weight, false, p->device, "weight");
-    v.require_buffer(p->z_loss_out, false, p->device, "z_loss_out");
+    check_cross_entropy_options(v, *p);
   });
 }
 
@@ -295,6 +309,39 @@ fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c,
     check_rows(v, *p, c, /*probability_ok=*/false, resolved);
     check_gamma(v, p->gamma);
     v.require_buffer(p->alpha, false, p->device, "alpha");
+  });
+}
+
+fusedloss_status validate(const fusedloss_cross_entropy_shard_params* p, shard_step step,
+                          fusedloss_cross_entropy_shard_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    v.require(p->batch >= 0, "batch", "negative (%lld)", static_cast<long long>(p->batch));
+    v.require(p->num_classes >= 1, "num_classes", "%lld; a rank's slice holds at least one class",
+              static_cast<long long>(p->num_classes));
+    v.require(p->vocab_size >= p->num_classes, "vocab_size",
+              "%lld is less than this rank's num_classes (%lld)",
+              static_cast<long long>(p->vocab_size), static_cast<long long>(p->num_classes));
+    if (v.status() != FUSEDLOSS_SUCCESS) return;
+    v.require(p->vocab_start >= 0 && p->vocab_start <= p->vocab_size - p->num_classes,
+              "vocab_start",
+              "%lld; the slice [vocab_start, vocab_start + num_classes) must lie in [0, "
+              "vocab_size) = [0, %lld) with num_classes %lld",
+              static_cast<long long>(p->vocab_start), static_cast<long long>(p->vocab_size),
+              static_cast<long long>(p->num_classes));
+    check_strides(v, *p, p->num_classes, "num_classes", resolved);
+    const bool rows = p->batch > 0;
+    const bool gradient = step == shard_step::finish && p->grad_logits != nullptr;
+    check_logits(v, *p, step == shard_step::partial || gradient ? p->batch : 0);
+    v.require(is_integer(p->targets_dtype), "targets_dtype", "%s; expected int32 or int64",
+              fusedloss_dtype_string(p->targets_dtype));
+    v.require_buffer(p->targets, rows && step != shard_step::rescale, p->device, "targets");
+    v.require_buffer(p->summary, rows, p->device, "summary");
+    v.require_buffer(p->loss, false, p->device, "loss");
+    v.require_buffer(p->lse, false, p->device, "lse");
+    v.require_buffer(p->grad_logits, false, p->device, "grad_logits");
+    v.require_buffer(p->grad_scale_ptr, false, p->device, "grad_scale_ptr");
+    v.require_buffer(p->invalid_target_count, false, p->device, "invalid_target_count");
+    check_cross_entropy_options(v, *p);
   });
 }
 

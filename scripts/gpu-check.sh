@@ -655,8 +655,9 @@ package() {
   # The shared library the Python binding loads (ctypes), beside the binaries' libraries.
   cp -L "$build_dir/libfusedloss.so" "$out/lib/"
   # The shared libraries that are not part of the system every Linux has (glibc, libstdc++,
-  # libgcc_s) nor the driver's (libcuda): with static cudart and GoogleTest that is Google
-  # Benchmark alone.
+  # libgcc_s), nor the driver's (libcuda), nor the CUDA toolkit's (NCCL, 200 MB: the GPU machine's
+  # toolkit has it, see use_prebuilt): with static cudart and GoogleTest that is Google Benchmark
+  # alone.
   local line soname path
   while read -r line; do
     soname=${line%% => *}
@@ -664,7 +665,7 @@ package() {
     path=${path%% (*}
     case $soname in
       linux-vdso* | libc.so* | libm.so* | libstdc++.so* | ld-linux* | libgcc_s.so* | libcuda.so* | \
-        libpthread.so* | libdl.so* | librt.so*) continue ;;
+        libpthread.so* | libdl.so* | librt.so* | libnccl.so*) continue ;;
     esac
     [[ $path == /* ]] || die "cannot resolve $soname ($line)"
     cp -L "$path" "$out/lib/$soname"
@@ -677,7 +678,7 @@ package() {
     for bin in "$out"/bin/*; do objcopy --strip-debug "$bin"; done
   fi
   local missing
-  missing=$(LD_LIBRARY_PATH=$out/lib ldd "$out"/bin/* 2>&1 | grep -i 'not found' || true)
+  missing=$(LD_LIBRARY_PATH=$out/lib:$(toolkit_libraries) ldd "$out"/bin/* 2>&1 | grep -i 'not found' || true)
   [[ -z $missing ]] || die "libraries not found with LD_LIBRARY_PATH=$out/lib: $missing"
   write_build_info "$out/BUILD_INFO" "$build_dir" "prebuilt (--package)" "${out#"$repo"/}"
   local glibc
@@ -835,6 +836,13 @@ stage_bench() {
   end_stage bench
 }
 
+# The CUDA toolkit's library folders (NCCL's, which packages leave out), from nvcc's place.
+toolkit_libraries() {
+  local root
+  root=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+  echo "$root/lib64:$root/lib"
+}
+
 # Binaries of --prebuilt DIR: checks them and sets LD_LIBRARY_PATH.
 use_prebuilt() {
   local d
@@ -849,7 +857,9 @@ use_prebuilt() {
     bin[$t]=$d/bin/$name
   done
   shared_library=$d/lib/libfusedloss.so
-  export LD_LIBRARY_PATH=$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  local toolkit
+  toolkit=$(toolkit_libraries)
+  export LD_LIBRARY_PATH=$d/lib:$toolkit${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   local missing
   missing=$(ldd "$d"/bin/* 2>&1 | grep -E 'not found' || true)
   [[ -z $missing ]] || die "--prebuilt $dir: libraries missing on this machine: $missing"

@@ -41,6 +41,8 @@ int main(void) {
   fusedloss_mse_params mse;
   fusedloss_cross_entropy_params ce;
   fusedloss_softmax_focal_params sfocal;
+  fusedloss_cross_entropy_shard_params shard;
+  float summary[FUSEDLOSS_SHARD_SUMMARY_FIELDS * 2];
 
   expect(fusedloss_version() == FUSEDLOSS_VERSION, "the library's version is the header's");
   expect(FUSEDLOSS_VERSION == FUSEDLOSS_VERSION_MAJOR * 10000 + FUSEDLOSS_VERSION_MINOR * 100 +
@@ -107,6 +109,26 @@ int main(void) {
   memset(grad, 0xFF, sizeof grad);
   status = fusedloss_softmax_focal_forward_backward(&sfocal, NULL, 0, NULL, &err);
   expect_written(status, loss, grad, 6, "softmax focal");
+
+  /* One rank holding the whole vocabulary: the shard calls give cross-entropy's loss. */
+  fusedloss_cross_entropy_shard_params_init(&shard);
+  shard.batch = 2;
+  shard.num_classes = 3;
+  shard.vocab_size = 3;
+  shard.logits = logits;
+  shard.targets = classes;
+  shard.summary = summary;
+  shard.loss = &loss;
+  shard.grad_logits = grad;
+  memset(grad, 0xFF, sizeof grad);
+  status = fusedloss_cross_entropy_shard_partial(&shard, NULL, 0, NULL, &err);
+  if (status == FUSEDLOSS_SUCCESS) {
+    status = fusedloss_cross_entropy_shard_rescale(&shard, NULL, 0, NULL, &err);
+  }
+  if (status == FUSEDLOSS_SUCCESS) {
+    status = fusedloss_cross_entropy_shard_finish(&shard, NULL, 0, NULL, &err);
+  }
+  expect_written(status, loss, grad, 6, "cross-entropy shard calls");
 
   sfocal.gamma = -1.0;
   expect(

@@ -20,8 +20,9 @@
  * dtype. It ignores `workspace` and `stream`.
  *
  * The header needs no CUDA header: streams travel as `void*` (null is the default stream). The
- * losses' params and calls are in fusedloss/element_losses.h and fusedloss/row_losses.h, which
- * this header includes; what each call reads and writes is in docs/DESIGN.md ("Memory traffic").
+ * losses' params and calls are in fusedloss/element_losses.h and fusedloss/row_losses.h, and
+ * vocabulary-parallel cross-entropy's shard calls in fusedloss/vocab_parallel.h, which this header
+ * includes; what each call reads and writes is in docs/DESIGN.md ("Memory traffic").
  */
 #ifndef FUSEDLOSS_FUSEDLOSS_H
 #define FUSEDLOSS_FUSEDLOSS_H
@@ -29,6 +30,7 @@
 #include "fusedloss/element_losses.h"
 #include "fusedloss/row_losses.h"
 #include "fusedloss/types.h"
+#include "fusedloss/vocab_parallel.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -288,6 +288,51 @@ void run(const Params& p, call c, workspace ws = {}, void* stream = nullptr) {
   }
 }
 
+/** @brief The three shard calls of vocabulary-parallel cross-entropy (the C functions
+ *  `fusedloss_cross_entropy_shard_<step>`), in the order a step runs them. */
+enum class shard_step { partial, rescale, finish };
+
+/** @brief The params of one rank's share of vocabulary-parallel cross-entropy (the C struct). */
+using cross_entropy_shard_params = fusedloss_cross_entropy_shard_params;
+
+/** @brief A shard's params with the defaults of fusedloss_cross_entropy_shard_params_init. */
+inline cross_entropy_shard_params make_cross_entropy_shard_params() {
+  cross_entropy_shard_params p;
+  fusedloss_cross_entropy_shard_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_cross_entropy_shard_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const cross_entropy_shard_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_cross_entropy_shard_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/**
+ * @brief Runs shard call `step` (fusedloss_cross_entropy_shard_partial, _rescale or _finish).
+ * @param p the params; @param step the call; @param ws the workspace; @param stream the stream.
+ * @throws fusedloss::error on any status but success.
+ */
+inline void run(const cross_entropy_shard_params& p, shard_step step, workspace ws = {},
+                void* stream = nullptr) {
+  fusedloss_error e;
+  fusedloss_status s = FUSEDLOSS_SUCCESS;
+  switch (step) {
+    case shard_step::partial:
+      s = fusedloss_cross_entropy_shard_partial(&p, ws.data, ws.bytes, stream, &e);
+      break;
+    case shard_step::rescale:
+      s = fusedloss_cross_entropy_shard_rescale(&p, ws.data, ws.bytes, stream, &e);
+      break;
+    case shard_step::finish:
+      s = fusedloss_cross_entropy_shard_finish(&p, ws.data, ws.bytes, stream, &e);
+      break;
+  }
+  throw_on_error(s, e);
+}
+
 }  // namespace fusedloss
 
 #endif  // FUSEDLOSS_FUSEDLOSS_HPP

@@ -13,6 +13,7 @@ from ._abi import FusedlossError, InvalidArgumentError, LibraryNotFoundError
 _library = _abi.load()
 
 from . import functional  # noqa: E402  (after the library: a missing one fails the import first)
+from . import distributed  # noqa: E402
 from .functional import (  # noqa: E402
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -48,6 +49,7 @@ __all__ = [
     "SoftmaxFocalLoss",
     "MSELoss",
     "functional",
+    "distributed",
     "FusedlossError",
     "InvalidArgumentError",
     "LibraryNotFoundError",

@@ -164,6 +164,49 @@ class SoftmaxFocalParams(ctypes.Structure):
     ]
 
 
+class CrossEntropyShardParams(ctypes.Structure):
+    """``fusedloss_cross_entropy_shard_params`` (fusedloss/vocab_parallel.h)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device", c_int),
+        ("batch", c_int64),
+        ("num_classes", c_int64),
+        ("vocab_start", c_int64),
+        ("vocab_size", c_int64),
+        ("row_stride", c_int64),
+        ("logits", c_void_p),
+        ("logits_dtype", c_int),
+        ("targets", c_void_p),
+        ("targets_dtype", c_int),
+        ("weight", c_void_p),
+        ("ignore_index", c_int64),
+        ("label_smoothing", c_double),
+        ("z_loss", c_double),
+        ("softcap", c_double),
+        ("reduction", c_int),
+        ("empty_mean", c_int),
+        ("summary", c_void_p),
+        ("loss", c_void_p),
+        ("lse", c_void_p),
+        ("z_loss_out", c_void_p),
+        ("grad_logits", c_void_p),
+        ("grad_row_stride", c_int64),
+        ("grad_scale", c_float),
+        ("grad_scale_ptr", c_void_p),
+        ("invalid_target_count", c_void_p),
+    ]
+
+
+#: fusedloss_shard_summary_field: the summary's fields, `batch` values each, and the first of those
+#: the SUM all-reduce takes (it takes the rest too).
+SUMMARY_MAX, SUMMARY_REFERENCE, SUMMARY_SUM_EXP = range(3)
+SUMMARY_FIELDS = 7
+
+#: The shard calls of vocabulary-parallel cross-entropy, in the order a step runs them
+#: (``fusedloss_cross_entropy_shard_<step>``).
+SHARD_STEPS = ("partial", "rescale", "finish")
+
 #: Every loss's params struct, by the name its C calls carry (``fusedloss_<name>_forward``, ...).
 PARAMS = {
     "bce": BceParams,
@@ -172,6 +215,9 @@ PARAMS = {
     "cross_entropy": CrossEntropyParams,
     "softmax_focal": SoftmaxFocalParams,
 }
+
+#: Every struct with an init call: the losses' params and the shard calls'.
+STRUCTS = dict(PARAMS, cross_entropy_shard=CrossEntropyShardParams)
 
 #: The three calls every loss has.
 CALLS = ("forward", "backward", "forward_backward")
@@ -255,6 +301,16 @@ class Library:
                 fn = getattr(dll, f"fusedloss_{name}_{call}")
                 fn.argtypes = [pointer, c_void_p, c_size_t, c_void_p, ctypes.POINTER(Error)]
                 fn.restype = c_int
+        shard = ctypes.POINTER(CrossEntropyShardParams)
+        dll.fusedloss_cross_entropy_shard_params_init.argtypes = [shard]
+        dll.fusedloss_cross_entropy_shard_params_init.restype = None
+        dll.fusedloss_cross_entropy_shard_workspace_size.argtypes = [
+            shard, ctypes.POINTER(c_size_t), ctypes.POINTER(Error)]
+        dll.fusedloss_cross_entropy_shard_workspace_size.restype = c_int
+        for step in SHARD_STEPS:
+            fn = getattr(dll, f"fusedloss_cross_entropy_shard_{step}")
+            fn.argtypes = [shard, c_void_p, c_size_t, c_void_p, ctypes.POINTER(Error)]
+            fn.restype = c_int
         dll.fusedloss_read_and_clear_counter.argtypes = [
             c_void_p, c_int, c_void_p, ctypes.POINTER(c_int64), ctypes.POINTER(Error)]
         dll.fusedloss_read_and_clear_counter.restype = c_int
@@ -267,7 +323,7 @@ class Library:
         code = dll.fusedloss_version()
         #: The library's version (major.minor.patch), include/fusedloss/version.h's.
         self.version = f"{code // 10000}.{code // 100 % 100}.{code % 100}"
-        for name, params in PARAMS.items():
+        for name, params in STRUCTS.items():
             reported = self.params(name).struct_size
             if reported != ctypes.sizeof(params):
                 raise ImportError(
@@ -277,13 +333,15 @@ class Library:
                 )
 
     def params(self, name):
-        """A new params struct of loss ``name``, filled by its init call (PyTorch's defaults)."""
-        p = PARAMS[name]()
+        """A new params struct of ``name`` (a loss, or ``cross_entropy_shard``), filled by its init
+        call (PyTorch's defaults)."""
+        p = STRUCTS[name]()
         getattr(self._dll, f"fusedloss_{name}_params_init")(ctypes.byref(p))
         return p
 
     def workspace_size(self, name, params):
-        """The workspace bytes that every call of loss ``name`` needs for ``params``."""
+        """The workspace bytes that every call of ``name`` (a loss, or ``cross_entropy_shard``)
+        needs for ``params``."""
         size, err = c_size_t(0), Error()
         status = getattr(self._dll, f"fusedloss_{name}_workspace_size")(
             ctypes.byref(params), ctypes.byref(size), ctypes.byref(err))
@@ -299,6 +357,12 @@ class Library:
         if status != INVALID_TARGET:
             check(status, err, f"fusedloss_{name}_{call}")
         return status
+
+    def shard_call(self, step, params, workspace, workspace_bytes, stream):
+        """Runs ``fusedloss_cross_entropy_shard_<step>`` and returns its status; raises on any
+        status but success and FUSEDLOSS_INVALID_TARGET (finish's, on the CPU)."""
+        return self.call("cross_entropy", f"shard_{step}", params, workspace, workspace_bytes,
+                         stream)
 
     def scale_in_place(self, data, dtype, numel, scale, scale_dtype, device, stream):
         """Multiplies ``numel`` values at address ``data`` by the one value at ``scale`` (both in

@@ -21,6 +21,7 @@ C_NAMES = {
     "mse": "fusedloss_mse_params",
     "cross_entropy": "fusedloss_cross_entropy_params",
     "softmax_focal": "fusedloss_softmax_focal_params",
+    "cross_entropy_shard": "fusedloss_cross_entropy_shard_params",
 }
 ENUMS = {
     "FUSEDLOSS_SUCCESS": _abi.SUCCESS,
@@ -43,14 +44,18 @@ ENUMS = {
     "FUSEDLOSS_EMPTY_MEAN_ZERO": _abi.EMPTY_MEAN["zero"],
     "FUSEDLOSS_WEIGHT_PER_ELEMENT": _abi.WEIGHT_PER_ELEMENT,
     "FUSEDLOSS_WEIGHT_PER_CLASS": _abi.WEIGHT_PER_CLASS,
+    "FUSEDLOSS_SHARD_SUMMARY_MAX": _abi.SUMMARY_MAX,
+    "FUSEDLOSS_SHARD_SUMMARY_REFERENCE": _abi.SUMMARY_REFERENCE,
+    "FUSEDLOSS_SHARD_SUMMARY_SUM_EXP": _abi.SUMMARY_SUM_EXP,
+    "FUSEDLOSS_SHARD_SUMMARY_FIELDS": _abi.SUMMARY_FIELDS,
 }
 
 
-@pytest.mark.parametrize("name", _abi.PARAMS)
+@pytest.mark.parametrize("name", _abi.STRUCTS)
 def test_struct_size_matches_the_init_calls(name):
     """What the library's init call writes into struct_size is sizeof the C struct."""
     lib = _abi.load()
-    assert lib.params(name).struct_size == ctypes.sizeof(_abi.PARAMS[name])
+    assert lib.params(name).struct_size == ctypes.sizeof(_abi.STRUCTS[name])
 
 
 @pytest.mark.parametrize("name", _abi.PARAMS)
@@ -78,7 +83,7 @@ def compiled_layout(tmp_path):
         lines.append(f'  printf("{key} %zu\\n", (size_t)({expression}));')
 
     structs = dict(C_NAMES, error="fusedloss_error")
-    mirrors = dict(_abi.PARAMS, error=_abi.Error)
+    mirrors = dict(_abi.STRUCTS, error=_abi.Error)
     for name, c_name in structs.items():
         show(f"{name}.sizeof", f"sizeof({c_name})")
         for field, _ in mirrors[name]._fields_:
@@ -97,7 +102,7 @@ def compiled_layout(tmp_path):
 
 def test_every_field_offset_and_enum_matches_the_header(tmp_path):
     layout = compiled_layout(tmp_path)
-    mirrors = dict(_abi.PARAMS, error=_abi.Error)
+    mirrors = dict(_abi.STRUCTS, error=_abi.Error)
     for name, mirror in mirrors.items():
         assert ctypes.sizeof(mirror) == layout[f"{name}.sizeof"], name
         for field, _ in mirror._fields_:

@@ -1,0 +1,600 @@
+// The shard calls of vocabulary-parallel cross-entropy on the GPU (fusedloss/vocab_parallel.h);
+// host/reference/vocab_parallel.cpp defines what each field and output is, in double.
+//
+// partial: a block per row folds the shard's (soft-capped) logits into a row_summary
+//   (detail/online_softmax.cuh) with the streaming loop of the row kernels, merges it over the
+//   block and writes the row's 7 summary fields. One read of the shard.
+// rescale: a thread per row moves SUM_EXP and WEIGHTED_SUM from this rank's reference to the
+//   global maximum, as row_summary::rebase moves a summary.
+// finish: a prepass reduces the mean's normaliser D from the summed TARGET_WEIGHT field (it is
+//   needed before any gradient and comes from the summaries alone, so no host read and the call
+//   stays graph-capturable); a thread per row writes the LSE and the loss terms, summed per block
+//   in double and then in a fixed order (detail/reduce.cuh: no floating-point atomics); a block
+//   per row writes the shard's gradient, reading the shard once more.
+//
+// Every kernel is templated on the logits' type at most; the options are run-time flags, uniform
+// over a launch, so that nvcc compiles three instantiations, not one per combination.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+#include "detail/online_softmax.cuh"
+#include "detail/reduce.cuh"
+#include "detail/storage.cuh"
+#include "detail/vector_io.cuh"
+#include "fusedloss/vocab_parallel.h"
+#include "vocab_parallel.hpp"
+
+namespace fusedloss::kernels {
+namespace {
+
+using detail::fast_exp2;
+using detail::kLog2e;
+using detail::kPerVector;
+using detail::row_summary;
+
+constexpr int kBlockThreads = 256;  // partial and the gradient: a block per row
+constexpr int kWarpsPerBlock = kBlockThreads / 32;
+constexpr int kRowThreads = 256;  // the prepass and finish's rows: a thread per row
+constexpr int kUnroll = 4;        // 16-byte logit loads in flight per thread
+constexpr int kBlocksPerSm = 8;   // no grid exceeds sms times this
+constexpr int64_t kIgnored = -1;
+constexpr int64_t kInvalid = -2;
+
+// Field f of row r of the summary.
+__device__ __forceinline__ float* field(const shard_problem& p, int f, int64_t r) {
+  return p.summary + static_cast<int64_t>(f) * p.batch + r;
+}
+
+// A term whose coefficient is exactly 0 contributes exactly 0, even where its factor is infinite.
+__device__ __forceinline__ float term(float coefficient, float factor) {
+  return coefficient == 0.0f ? 0.0f : coefficient * factor;
+}
+
+// Row r's global class, kIgnored or kInvalid.
+__device__ __forceinline__ int64_t target_of(const shard_problem& p, int64_t r) {
+  const int64_t y = p.targets_dtype == FUSEDLOSS_INT32 ? static_cast<const int32_t*>(p.targets)[r]
+                                                       : static_cast<const int64_t*>(p.targets)[r];
+  if (y == p.ignore_index) return kIgnored;
+  return y >= 0 && y < p.vocab_size ? y : kInvalid;
+}
+
+// The class of this shard that a global target is, or -1 when another rank holds it (or none).
+__device__ __forceinline__ int local_class(const shard_problem& p, int64_t y) {
+  const int64_t local = y - p.vocab_start;
+  return y >= 0 && local >= 0 && local < p.num_classes ? static_cast<int>(local) : -1;
+}
+
+__device__ __forceinline__ float weight_of(const shard_problem& p, int c) {
+  return p.weight != nullptr ? __ldg(p.weight + c) : 1.0f;
+}
+
+template <class T>
+__device__ __forceinline__ bool aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % detail::kVectorBytes == 0;
+}
+
+// The soft-cap, applied only where the problem asks for it (a uniform branch).
+struct capper {
+  bool on;
+  float s, inverse;
+  __device__ explicit capper(float softcap)
+      : on(softcap > 0), s(softcap), inverse(softcap > 0 ? 1.0f / softcap : 0.0f) {}
+  __device__ __forceinline__ float operator()(float x) const {
+    return on ? s * tanhf(x * inverse) : x;
+  }
+  // The capped value, and d(capped)/d(raw) in `slope`.
+  __device__ __forceinline__ float with_slope(float x, float& slope) const {
+    if (!on) {
+      slope = 1.0f;
+      return x;
+    }
+    const float t = tanhf(x * inverse);  // +-inf -> +-1: the cap maps them to +-s
+    slope = 1.0f - t * t;
+    return s * t;
+  }
+};
+
+// The coefficients (class weights, or 1) of the N classes from `c0` on; `vector`: weight + c0 is
+// 16-byte aligned and N a multiple of 4.
+template <int N>
+__device__ __forceinline__ void weights_at(const shard_problem& p, int c0, bool vector,
+                                           float (&c)[N]) {
+  if (p.weight == nullptr) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) c[k] = 1.0f;
+  } else if (vector) {
+    const float4* w = reinterpret_cast<const float4*>(p.weight + c0);
+#pragma unroll
+    for (int k = 0; k < N / 4; ++k) {
+      const float4 v = __ldg(w + k);
+      c[4 * k] = v.x;
+      c[4 * k + 1] = v.y;
+      c[4 * k + 2] = v.z;
+      c[4 * k + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k) c[k] = __ldg(p.weight + c0 + k);
+  }
+}
+
+__device__ __forceinline__ row_summary shuffle_xor(const row_summary& s, int offset) {
+  return {__shfl_xor_sync(0xffffffffu, s.max, offset), __shfl_xor_sync(0xffffffffu, s.sum, offset),
+          __shfl_xor_sync(0xffffffffu, s.weighted, offset),
+          __shfl_xor_sync(0xffffffffu, s.coefficients, offset)};
+}
+
+__device__ __forceinline__ row_summary warp_merge(row_summary s, int width) {
+  for (int offset = width / 2; offset > 0; offset /= 2) s.merge(shuffle_xor(s, offset));
+  return s;
+}
+
+// The block-wide summary in every thread, merged in a fixed order (the same bits every run), and
+// in thread 0 whether any thread saw a NaN (`nan`; the flag rides on the summary's own barrier).
+// `scratch` and `nans` are free again after the caller's next __syncthreads.
+__device__ row_summary block_summary(row_summary s, bool& nan, row_summary* scratch, bool* nans) {
+  s = warp_merge(s, 32);
+  nan = __any_sync(0xffffffffu, nan);
+  if (threadIdx.x % 32 == 0) {
+    scratch[threadIdx.x / 32] = s;
+    nans[threadIdx.x / 32] = nan;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < kWarpsPerBlock; ++w) nan = nan || nans[w];
+  }
+  return warp_merge(scratch[threadIdx.x % kWarpsPerBlock], kWarpsPerBlock);
+}
+
+// ------------------------------------------------------------------------------------------------
+// partial
+
+// Folds one element (class j, raw value v) into `s`.
+template <bool kCoefficients>
+__device__ __forceinline__ void fold_one(const shard_problem& p, const capper& cap, float v, int j,
+                                         row_summary& s, bool& nan) {
+  const float xs[1] = {cap(v)};
+  const float cs[1] = {kCoefficients ? weight_of(p, j) : 0.0f};
+  nan |= xs[0] != xs[0];
+  detail::fold_chunk<1, kCoefficients>(xs, cs, xs[0], s);
+}
+
+// Folds N vectors (raw; vector u at class j0 + u * kBlockThreads * V) into `s`: their maximum in
+// the logits' own type first (s tanh(x / s) is increasing, so the cap of the maximum is the
+// maximum of the capped), one rebase of the running sums, then the exponentials.
+template <class T, bool kCoefficients, int N>
+__device__ __forceinline__ void fold_vectors(const shard_problem& p, const capper& cap,
+                                             const uint4 (&raw)[N], int j0, bool weights_vector,
+                                             row_summary& s, bool& nan) {
+  constexpr int V = kPerVector<T>;
+  const float m = fmaxf(s.max, cap(detail::vectors_max<T>(raw)));
+  s.rebase(m == -INFINITY ? 0.0f : m);
+  s.max = m;
+#pragma unroll
+  for (int u = 0; u < N; ++u) {
+    float x[V], c[V];
+    detail::unpack<T>(raw[u], x);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      x[k] = cap(x[k]);
+      nan |= x[k] != x[k];
+    }
+    if constexpr (kCoefficients) weights_at(p, j0 + u * kBlockThreads * V, weights_vector, c);
+    detail::accumulate<V, kCoefficients>(x, c, s);
+  }
+}
+
+// This thread's share of classes [0, C) of the row at x: the elements before x's first 16-byte
+// boundary and after the last whole vector one by one, the rest as vectors.
+template <class T, bool kCoefficients>
+__device__ void fold_row(const shard_problem& p, const capper& cap, const T* x, int C,
+                         row_summary& s, bool& nan) {
+  constexpr int V = kPerVector<T>;
+  const int64_t lead = detail::head_elements(x);
+  const int head = lead < C ? static_cast<int>(lead) : C;
+  const int vectors = (C - head) / V;
+  const int tail = head + vectors * V;
+  const bool weights_vector = detail::aligned_at(p.weight, head);
+  for (int j = threadIdx.x; j < head; j += kBlockThreads) {
+    fold_one<kCoefficients>(p, cap, detail::to_float(x[j]), j, s, nan);
+  }
+  const T* body = x + head;
+  int v = threadIdx.x;
+  for (; v + (kUnroll - 1) * kBlockThreads < vectors; v += kUnroll * kBlockThreads) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      raw[u] = reinterpret_cast<const uint4*>(body)[v + u * kBlockThreads];
+    }
+    fold_vectors<T, kCoefficients>(p, cap, raw, head + v * V, weights_vector, s, nan);
+  }
+  for (; v < vectors; v += kBlockThreads) {
+    const uint4 raw[1] = {reinterpret_cast<const uint4*>(body)[v]};
+    fold_vectors<T, kCoefficients>(p, cap, raw, head + v * V, weights_vector, s, nan);
+  }
+  for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) {
+    fold_one<kCoefficients>(p, cap, detail::to_float(x[j]), j, s, nan);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads) shard_partial_kernel(shard_problem p) {
+  __shared__ row_summary scratch[kWarpsPerBlock];
+  __shared__ bool nans[kWarpsPerBlock];
+  const capper cap(p.softcap);
+  const bool smoothing = p.label_smoothing > 0;
+  const int C = static_cast<int>(p.num_classes);
+  for (int64_t r = blockIdx.x; r < p.batch; r += gridDim.x) {
+    const T* x = static_cast<const T*>(p.logits) + r * p.row_stride;
+    row_summary s = row_summary::none();
+    bool nan = false;
+    if (smoothing) {
+      fold_row<T, true>(p, cap, x, C, s, nan);
+    } else {
+      fold_row<T, false>(p, cap, x, C, s, nan);
+    }
+    // The reference's maximum is NaN once a NaN logit is seen, where row_summary's leaves the
+    // NaN to the sum; the MAX all-reduce then carries it to every rank.
+    s = block_summary(s, nan, scratch, nans);
+    if (threadIdx.x == 0) {
+      const int local = local_class(p, target_of(p, r));
+      const float max = nan ? NAN : s.max;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_MAX, r) = max;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_REFERENCE, r) = nan ? NAN : s.ref();
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, r) = s.sum;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHTED_SUM, r) = smoothing ? s.weighted : 0.0f;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHT_SUM, r) = smoothing ? s.coefficients : 0.0f;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_LOGIT, r) =
+          local >= 0 ? cap(detail::to_float(x[local])) : 0.0f;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_WEIGHT, r) = local >= 0 ? weight_of(p, local) : 0.0f;
+    }
+    __syncthreads();  // the next row reuses scratch and nans
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// rescale
+
+__global__ void __launch_bounds__(kRowThreads) shard_rescale_kernel(shard_problem p) {
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowThreads + threadIdx.x; r < p.batch;
+       r += static_cast<int64_t>(gridDim.x) * kRowThreads) {
+    const float max = *field(p, FUSEDLOSS_SHARD_SUMMARY_MAX, r);
+    const float shift =
+        *field(p, FUSEDLOSS_SHARD_SUMMARY_REFERENCE, r) - (max == -INFINITY ? 0.0f : max);
+    if (shift == 0.0f) continue;  // this rank holds the maximum: nothing to move (nor write)
+    // A zero sum stays zero however far below the maximum this shard lies (an all -inf shard,
+    // whose 2^shift may overflow); a NaN stays NaN.
+    float* sum = field(p, FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, r);
+    if (*sum != 0.0f) *sum *= fast_exp2(shift * kLog2e);
+    const float coefficients = *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHT_SUM, r);
+    if (coefficients != 0.0f)
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHTED_SUM, r) += shift * coefficients;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// finish
+
+// What finish needs besides the problem: D and where the block sums go.
+struct finish_workspace {
+  const double* normaliser;  // D under mean, else null
+  double* loss_partials;     // a slot per rows-kernel block under sum and mean, else null
+  double* z_partials;
+};
+
+// A row's values from its whole-row summary.
+struct row_values {
+  float ref;      // what SUM_EXP and WEIGHTED_SUM are relative to
+  float log_sum;  // log SUM_EXP
+  float lse;
+};
+
+__device__ __forceinline__ row_values values_of(const shard_problem& p, int64_t r) {
+  const float max = *field(p, FUSEDLOSS_SHARD_SUMMARY_MAX, r);
+  row_values v;
+  v.ref = max == -INFINITY ? 0.0f : max;
+  v.log_sum = logf(*field(p, FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, r));
+  v.lse = v.ref + v.log_sum;  // -inf for a row of -inf logits
+  return v;
+}
+
+// The mean's normaliser: each block sums its counted rows' target weights.
+__global__ void __launch_bounds__(kRowThreads)
+    shard_normaliser_kernel(shard_problem p, double* partials) {
+  double d = 0;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowThreads + threadIdx.x; r < p.batch;
+       r += static_cast<int64_t>(gridDim.x) * kRowThreads) {
+    if (target_of(p, r) >= 0) d += *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_WEIGHT, r);
+  }
+  detail::write_block_partial<kRowThreads>(d, partials);
+}
+
+// The per-row outputs (LSE; loss and z-loss under none) and the block sums of the others.
+__global__ void __launch_bounds__(kRowThreads)
+    shard_rows_kernel(shard_problem p, finish_workspace w) {
+  const float eps = p.label_smoothing;
+  const float smooth_scale = eps / static_cast<float>(p.vocab_size);
+  const bool none = p.reduction == FUSEDLOSS_REDUCTION_NONE;
+  double loss_sum = 0, z_sum = 0;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowThreads + threadIdx.x; r < p.batch;
+       r += static_cast<int64_t>(gridDim.x) * kRowThreads) {
+    const int64_t y = target_of(p, r);
+    const row_values v = values_of(p, r);
+    if (p.lse != nullptr) p.lse[r] = v.lse;
+    float loss = 0.0f, z = 0.0f;
+    if (y >= 0) {
+      const float w_y = *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_WEIGHT, r);
+      const float x_y = *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_LOGIT, r);
+      // Relative to ref, so that a large shift of the row costs no precision: lse - x_y.
+      const float nll = term(w_y, v.log_sum - (x_y - v.ref));
+      // -sum_c w_c lp_c over the whole row, lp_c = (x_c - ref) - log_sum.
+      const float smooth = term(*field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHT_SUM, r), v.log_sum) -
+                           *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHTED_SUM, r);
+      z = term(p.z_loss, v.lse * v.lse);
+      loss = term(1.0f - eps, nll) + term(smooth_scale, smooth) + z;
+    } else if (y == kInvalid && p.invalid_target_count != nullptr) {
+      atomicAdd(reinterpret_cast<unsigned long long*>(p.invalid_target_count), 1ull);
+    }
+    if (none) {
+      if (p.loss != nullptr) p.loss[r] = loss;
+      if (p.z_loss_out != nullptr) p.z_loss_out[r] = z;
+    }
+    loss_sum += loss;
+    z_sum += z;
+  }
+  if (w.loss_partials == nullptr) return;
+  detail::write_block_partial<kRowThreads>(loss_sum, w.loss_partials);
+  __syncthreads();  // the block reduction's shared storage is reused
+  detail::write_block_partial<kRowThreads>(z_sum, w.z_partials);
+}
+
+// A row's gradient coefficients: dL/dx_j = (P p_j - A [j = y] - B w_j) cap'(x_j), the upstream
+// scale included.
+struct gradient_row {
+  float ref, log_sum;
+  float P, A, B;
+  int local;  // the target's class in this shard, or -1
+  bool zero;  // ignored or invalid row, or a mean over nothing: exactly 0
+};
+
+__device__ __forceinline__ gradient_row gradient_row_of(const shard_problem& p, int64_t r,
+                                                        float upstream, bool empty_mean) {
+  gradient_row g{};
+  const int64_t y = target_of(p, r);
+  g.zero = y < 0 || empty_mean;
+  if (g.zero) return g;
+  const row_values v = values_of(p, r);
+  const float eps = p.label_smoothing;
+  const float smooth_scale = eps / static_cast<float>(p.vocab_size);
+  const float a = upstream * (1.0f - eps) * *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_WEIGHT, r);
+  const float b = upstream * smooth_scale;
+  g.ref = v.ref;
+  g.log_sum = v.log_sum;
+  g.A = a;
+  g.B = b;
+  g.P = a + term(b, *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHT_SUM, r)) +
+        term(upstream * p.z_loss, 2.0f * v.lse);
+  g.local = local_class(p, y);
+  return g;
+}
+
+__device__ __forceinline__ float gradient_of(const gradient_row& g, const capper& cap, float raw,
+                                             float w, bool target) {
+  float slope;
+  const float x = cap.with_slope(raw, slope);
+  const float pj = fast_exp2(((x - g.ref) - g.log_sum) * kLog2e);
+  float d = g.P * pj - term(g.B, w);
+  if (target) d -= g.A;
+  return d * slope;
+}
+
+// A block per row writes the shard's gradient. Each thread writes the elements it reads, so the
+// gradient may overwrite the logits (in place) without a barrier.
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads)
+    shard_gradient_kernel(shard_problem p, const double* normaliser) {
+  constexpr int V = kPerVector<T>;
+  const capper cap(p.softcap);
+  const bool smoothing = p.label_smoothing > 0;
+  float upstream = p.grad_scale * (p.grad_scale_ptr != nullptr ? *p.grad_scale_ptr : 1.0f);
+  bool empty_mean = false;
+  if (normaliser != nullptr) {
+    const double d = *normaliser;
+    empty_mean = d == 0;
+    upstream = d != 0 ? static_cast<float>(upstream / d) : 0.0f;
+  }
+  const int C = static_cast<int>(p.num_classes);
+  for (int64_t r = blockIdx.x; r < p.batch; r += gridDim.x) {
+    const gradient_row g = gradient_row_of(p, r, upstream, empty_mean);
+    const T* x = static_cast<const T*>(p.logits) + r * p.row_stride;
+    T* out = static_cast<T*>(p.grad) + r * p.grad_row_stride;
+    if (g.zero) {  // the logits are not read
+      for (int j = threadIdx.x; j < C; j += kBlockThreads) out[j] = detail::from_float<T>(0.0f);
+      continue;
+    }
+    const int64_t lead = detail::head_elements(x);
+    const int head = lead < C ? static_cast<int>(lead) : C;
+    const bool vector = detail::aligned_at(out, head);
+    const int vectors = vector ? (C - head) / V : 0;
+    const int tail = head + vectors * V;
+    const bool weights_vector = detail::aligned_at(p.weight, head);
+    const auto scalar = [&](int j) {
+      const float w = smoothing ? weight_of(p, j) : 0.0f;
+      out[j] = detail::from_float<T>(gradient_of(g, cap, detail::to_float(x[j]), w, j == g.local));
+    };
+    for (int j = threadIdx.x; j < head; j += kBlockThreads) scalar(j);
+    for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
+      const int j0 = head + v * V;
+      float xs[V], ws[V], d[V];
+      detail::load_chunk<V>(x + j0, xs);
+      if (smoothing) {
+        weights_at(p, j0, weights_vector, ws);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) ws[k] = 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < V; ++k) d[k] = gradient_of(g, cap, xs[k], ws[k], j0 + k == g.local);
+      // Written once and not read again: streamed past the caches.
+      __stcs(reinterpret_cast<uint4*>(out + j0), detail::pack<T>(d));
+    }
+    for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) scalar(j);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host side
+
+struct device_facts {
+  int sms;
+};
+
+cudaError_t query_device(device_facts* f) {
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f->sms, cudaDevAttrMultiProcessorCount, device);
+  return e;
+}
+
+int grid_of(int64_t work, int sms) {
+  return static_cast<int>(std::clamp<int64_t>(work, 1, int64_t{sms} * kBlocksPerSm));
+}
+int row_blocks_of(int64_t batch, int sms) {
+  return grid_of((batch + kRowThreads - 1) / kRowThreads, sms);
+}
+
+// Workspace layout, in doubles: [prepass partials][D] under mean, then [loss partials][z-loss
+// partials] under sum and mean. It depends on the shape and the reduction alone, so one workspace
+// serves the three steps and any output pointers.
+struct layout {
+  size_t prepass, normaliser, loss, z, total;
+};
+
+layout layout_of(const shard_problem& p, int sms) {
+  const bool mean = p.reduction == FUSEDLOSS_REDUCTION_MEAN;
+  const bool reduced = p.reduction != FUSEDLOSS_REDUCTION_NONE;
+  const size_t blocks = static_cast<size_t>(row_blocks_of(p.batch, sms));
+  layout l{};
+  l.prepass = 0;
+  l.normaliser = mean ? blocks : 0;
+  l.loss = l.normaliser + (mean ? 1 : 0);
+  l.z = l.loss + (reduced ? blocks : 0);
+  l.total = l.z + (reduced ? blocks : 0);
+  return l;
+}
+
+// The layout of `p` on the current device, after the checks every step makes.
+cudaError_t prepare(const shard_problem& p, void* workspace, size_t workspace_bytes,
+                    device_facts* f, layout* l) {
+  if (p.num_classes < 1 || p.num_classes > INT_MAX / 2 || p.batch < 0) {
+    return cudaErrorInvalidValue;  // classes index as int
+  }
+  if (const cudaError_t e = query_device(f); e != cudaSuccess) return e;
+  *l = layout_of(p, f->sms);
+  const size_t needed = l->total * sizeof(double);
+  if (workspace_bytes < needed || (needed > 0 && workspace == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t shard_workspace_bytes(const shard_problem& problem, size_t* bytes) {
+  device_facts f{};
+  if (const cudaError_t e = query_device(&f); e != cudaSuccess) return e;
+  *bytes = layout_of(problem, f.sms).total * sizeof(double);
+  return cudaSuccess;
+}
+
+cudaError_t run_shard_partial(const shard_problem& p, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream) {
+  device_facts f{};
+  layout l{};
+  if (const cudaError_t e = prepare(p, workspace, workspace_bytes, &f, &l); e != cudaSuccess) {
+    return e;
+  }
+  if (p.batch == 0) return cudaSuccess;
+  const int blocks = grid_of(p.batch, f.sms);
+  switch (p.logits_dtype) {
+    case FUSEDLOSS_FLOAT16:
+      shard_partial_kernel<__half><<<blocks, kBlockThreads, 0, stream>>>(p);
+      break;
+    case FUSEDLOSS_BFLOAT16:
+      shard_partial_kernel<__nv_bfloat16><<<blocks, kBlockThreads, 0, stream>>>(p);
+      break;
+    default:
+      shard_partial_kernel<float><<<blocks, kBlockThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t run_shard_rescale(const shard_problem& p, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream) {
+  device_facts f{};
+  layout l{};
+  if (const cudaError_t e = prepare(p, workspace, workspace_bytes, &f, &l); e != cudaSuccess) {
+    return e;
+  }
+  if (p.batch == 0) return cudaSuccess;
+  shard_rescale_kernel<<<row_blocks_of(p.batch, f.sms), kRowThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t run_shard_finish(const shard_problem& p, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream) {
+  device_facts f{};
+  layout l{};
+  if (const cudaError_t e = prepare(p, workspace, workspace_bytes, &f, &l); e != cudaSuccess) {
+    return e;
+  }
+  auto* base = static_cast<double*>(workspace);
+  const bool mean = p.reduction == FUSEDLOSS_REDUCTION_MEAN;
+  const bool reduced =
+      p.reduction != FUSEDLOSS_REDUCTION_NONE && (p.loss != nullptr || p.z_loss_out != nullptr);
+  const int row_blocks = row_blocks_of(p.batch, f.sms);
+  const double* normaliser = nullptr;
+  if (mean && p.batch > 0) {
+    shard_normaliser_kernel<<<row_blocks, kRowThreads, 0, stream>>>(p, base + l.prepass);
+    detail::total_kernel<<<1, detail::kFinalThreads, 0, stream>>>(base + l.prepass, row_blocks,
+                                                                  base + l.normaliser);
+    normaliser = base + l.normaliser;
+  }
+  if (p.batch > 0) {
+    const finish_workspace w{normaliser, reduced ? base + l.loss : nullptr,
+                             reduced ? base + l.z : nullptr};
+    shard_rows_kernel<<<row_blocks, kRowThreads, 0, stream>>>(p, w);
+  }
+  if (reduced) {
+    // Zero rows still have a sum (0) and a mean (the empty-mean value): written, from no partial.
+    const int64_t partials = p.batch > 0 ? row_blocks : 0;
+    detail::final_sum f_sum{base + l.loss, partials, mean, 0.0, normaliser, p.empty_value};
+    if (p.loss != nullptr) {
+      detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f_sum, p.loss);
+    }
+    if (p.z_loss_out != nullptr) {
+      f_sum.partials = base + l.z;
+      detail::final_sum_kernel<<<1, detail::kFinalThreads, 0, stream>>>(f_sum, p.z_loss_out);
+    }
+  }
+  if (p.grad != nullptr && p.batch > 0) {
+    const int blocks = grid_of(p.batch, f.sms);
+    switch (p.logits_dtype) {
+      case FUSEDLOSS_FLOAT16:
+        shard_gradient_kernel<__half><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+        break;
+      case FUSEDLOSS_BFLOAT16:
+        shard_gradient_kernel<__nv_bfloat16><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+        break;
+      default:
+        shard_gradient_kernel<float><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+    }
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace fusedloss::kernels
