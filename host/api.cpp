@@ -27,6 +27,10 @@ void run_reference(const fusedloss_cross_entropy_params& p, call c, int64_t& inv
 void run_reference(const fusedloss_softmax_focal_params& p, call c, int64_t& invalid_targets) {
   invalid_targets = reference::softmax_focal(p, c);
 }
+void run_reference(const fusedloss_linear_cross_entropy_params& p, call c,
+                   int64_t& invalid_targets) {
+  invalid_targets = reference::linear_cross_entropy(p, c);
+}
 
 template <class Params>
 fusedloss_status run(const Params* p, call c, void* workspace, size_t workspace_bytes, void* stream,
@@ -117,6 +121,19 @@ using fusedloss::shard_step;
 using fusedloss::host::init_common;
 
 extern "C" {
+
+void fusedloss_linear_cross_entropy_params_init(fusedloss_linear_cross_entropy_params* p) {
+  std::memset(p, 0, sizeof *p);
+  p->struct_size = sizeof *p;
+  p->device = FUSEDLOSS_DEVICE_CPU;
+  p->input_dtype = FUSEDLOSS_FLOAT32;
+  p->targets_dtype = FUSEDLOSS_INT64;
+  p->ignore_index = -100;
+  p->reduction = FUSEDLOSS_REDUCTION_MEAN;
+  p->empty_mean = FUSEDLOSS_EMPTY_MEAN_NAN;
+  p->grad_linear_dtype = FUSEDLOSS_FLOAT32;
+  p->grad_scale = 1.0f;
+}
 
 void fusedloss_bce_params_init(fusedloss_bce_params* p) {
   init_common(p);
@@ -271,6 +288,29 @@ fusedloss_status fusedloss_softmax_focal_backward(const fusedloss_softmax_focal_
 fusedloss_status fusedloss_softmax_focal_forward_backward(const fusedloss_softmax_focal_params* p,
                                                           void* workspace, size_t workspace_bytes,
                                                           void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_linear_cross_entropy_workspace_size(
+    const fusedloss_linear_cross_entropy_params* p, size_t* bytes, fusedloss_error* err) {
+  return fusedloss::host::workspace_size(p, bytes, err);
+}
+
+fusedloss_status fusedloss_linear_cross_entropy_forward(
+    const fusedloss_linear_cross_entropy_params* p, void* workspace, size_t workspace_bytes,
+    void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::forward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_linear_cross_entropy_backward(
+    const fusedloss_linear_cross_entropy_params* p, void* workspace, size_t workspace_bytes,
+    void* stream, fusedloss_error* err) {
+  return fusedloss::host::run(p, call::backward, workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status fusedloss_linear_cross_entropy_forward_backward(
+    const fusedloss_linear_cross_entropy_params* p, void* workspace, size_t workspace_bytes,
+    void* stream, fusedloss_error* err) {
   return fusedloss::host::run(p, call::forward_backward, workspace, workspace_bytes, stream, err);
 }
 

@@ -20,6 +20,8 @@ fusedloss_status workspace_size(const fusedloss_softmax_focal_params& p, size_t*
                                 fusedloss_error* err);
 fusedloss_status workspace_size(const fusedloss_cross_entropy_shard_params& p, size_t* bytes,
                                 fusedloss_error* err);
+fusedloss_status workspace_size(const fusedloss_linear_cross_entropy_params& p, size_t* bytes,
+                                fusedloss_error* err);
 
 /// Checks the workspace, then enqueues call `c` of validated params on `stream`.
 fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, size_t workspace_bytes,
@@ -31,6 +33,8 @@ fusedloss_status run(const fusedloss_mse_params& p, call c, void* workspace, siz
 fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err);
 fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
+                     size_t workspace_bytes, void* stream, fusedloss_error* err);
+fusedloss_status run(const fusedloss_linear_cross_entropy_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err);
 
 /// Checks the workspace, then enqueues shard call `step` of validated params on `stream`.

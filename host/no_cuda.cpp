@@ -37,6 +37,7 @@ FUSEDLOSS_WITHOUT_CUDA(fusedloss_sigmoid_focal_params)
 FUSEDLOSS_WITHOUT_CUDA(fusedloss_mse_params)
 FUSEDLOSS_WITHOUT_CUDA(fusedloss_cross_entropy_params)
 FUSEDLOSS_WITHOUT_CUDA(fusedloss_softmax_focal_params)
+FUSEDLOSS_WITHOUT_CUDA(fusedloss_linear_cross_entropy_params)
 
 fusedloss_status workspace_size(const fusedloss_cross_entropy_shard_params&, size_t*,
                                 fusedloss_error* err) {

@@ -204,14 +204,21 @@ bool one_of(const Enum& field, std::initializer_list<Enum> known) {
 }
 
 // Every enum field is checked as a stored int before anything reads it as its enum type.
-template <class Params>
-void check_enums(checker& v, const Params& p) {
+void check_dtype_enum(checker& v, const fusedloss_dtype& dtype, const char* argument) {
   const auto dtypes = {FUSEDLOSS_FLOAT32, FUSEDLOSS_FLOAT16, FUSEDLOSS_BFLOAT16,
                        FUSEDLOSS_FLOAT64, FUSEDLOSS_INT32,   FUSEDLOSS_INT64};
-  v.require(one_of(p.logits_dtype, dtypes), "logits_dtype", "unknown dtype %d",
-            stored(p.logits_dtype));
-  v.require(one_of(p.targets_dtype, dtypes), "targets_dtype", "unknown dtype %d",
-            stored(p.targets_dtype));
+  v.require(one_of(dtype, dtypes), argument, "unknown dtype %d", stored(dtype));
+}
+
+template <class Params>
+void check_enums(checker& v, const Params& p) {
+  if constexpr (std::is_same_v<Params, fusedloss_linear_cross_entropy_params>) {
+    check_dtype_enum(v, p.input_dtype, "input_dtype");
+    check_dtype_enum(v, p.grad_linear_dtype, "grad_linear_dtype");
+  } else {
+    check_dtype_enum(v, p.logits_dtype, "logits_dtype");
+  }
+  check_dtype_enum(v, p.targets_dtype, "targets_dtype");
   v.require(one_of(p.reduction,
                    {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_REDUCTION_MEAN, FUSEDLOSS_REDUCTION_SUM}),
             "reduction", "unknown reduction %d", stored(p.reduction));
@@ -339,6 +346,60 @@ fusedloss_status validate(const fusedloss_cross_entropy_shard_params* p, shard_s
     v.require_buffer(p->loss, false, p->device, "loss");
     v.require_buffer(p->lse, false, p->device, "lse");
     v.require_buffer(p->grad_logits, false, p->device, "grad_logits");
+    v.require_buffer(p->grad_scale_ptr, false, p->device, "grad_scale_ptr");
+    v.require_buffer(p->invalid_target_count, false, p->device, "invalid_target_count");
+    check_cross_entropy_options(v, *p);
+  });
+}
+
+fusedloss_status validate(const fusedloss_linear_cross_entropy_params* p, call c,
+                          fusedloss_linear_cross_entropy_params& resolved, fusedloss_error* err) {
+  return validate_with(p, resolved, err, [&](checker& v) {
+    constexpr int64_t int64_max = std::numeric_limits<int64_t>::max();
+    v.require(p->batch >= 0, "batch", "negative (%lld)", static_cast<long long>(p->batch));
+    v.require(p->hidden >= 1, "hidden", "%lld; expected at least 1",
+              static_cast<long long>(p->hidden));
+    v.require(p->num_classes >= 1, "num_classes", "%lld; expected at least 1",
+              static_cast<long long>(p->num_classes));
+    if (v.status() != FUSEDLOSS_SUCCESS) return;
+    v.require(p->num_classes <= int64_max / p->hidden, "num_classes",
+              "num_classes * hidden overflows int64");
+    v.require(p->input_row_stride == 0 || p->input_row_stride >= p->hidden, "input_row_stride",
+              "%lld is less than hidden (%lld)", static_cast<long long>(p->input_row_stride),
+              static_cast<long long>(p->hidden));
+    v.require(p->grad_input_row_stride == 0 || p->grad_input_row_stride >= p->hidden,
+              "grad_input_row_stride", "%lld is less than hidden (%lld)",
+              static_cast<long long>(p->grad_input_row_stride), static_cast<long long>(p->hidden));
+    resolved.input_row_stride = p->input_row_stride != 0 ? p->input_row_stride : p->hidden;
+    resolved.grad_input_row_stride =
+        p->grad_input_row_stride != 0 ? p->grad_input_row_stride : p->hidden;
+    v.require(p->batch == 0 || resolved.input_row_stride <= int64_max / p->batch,
+              "input_row_stride", "batch * input_row_stride overflows int64");
+    v.require(p->batch == 0 || resolved.grad_input_row_stride <= int64_max / p->batch,
+              "grad_input_row_stride", "batch * grad_input_row_stride overflows int64");
+    v.require(is_floating(p->input_dtype), "input_dtype", "%s is not a floating-point dtype",
+              fusedloss_dtype_string(p->input_dtype));
+    v.require(!(p->device == FUSEDLOSS_DEVICE_CUDA && p->input_dtype == FUSEDLOSS_FLOAT64),
+              "input_dtype", "float64 runs on the CPU reference only");
+    v.require(p->grad_linear_dtype == FUSEDLOSS_FLOAT32 || p->grad_linear_dtype == p->input_dtype,
+              "grad_linear_dtype", "%s; expected float32 or the input's dtype (%s)",
+              fusedloss_dtype_string(p->grad_linear_dtype), fusedloss_dtype_string(p->input_dtype));
+    v.require(is_integer(p->targets_dtype), "targets_dtype", "%s; expected int32 or int64",
+              fusedloss_dtype_string(p->targets_dtype));
+    const bool rows = p->batch > 0;
+    v.require_buffer(p->input, rows, p->device, "input");
+    v.require_buffer(p->linear_weight, rows, p->device, "linear_weight");
+    v.require_buffer(p->linear_bias, false, p->device, "linear_bias");
+    v.require_buffer(p->targets, rows, p->device, "targets");
+    const bool loss_values = p->reduction != FUSEDLOSS_REDUCTION_NONE || rows;
+    v.require_buffer(p->loss, c == call::forward && loss_values, p->device, "loss");
+    v.require_buffer(p->lse, false, p->device, "lse");
+    v.require_buffer(p->grad_input, false, p->device, "grad_input");
+    v.require(p->grad_input == nullptr || p->grad_input != p->input, "grad_input",
+              "the same buffer as input (the gradient cannot overwrite the hidden states)");
+    v.require_buffer(p->grad_linear_weight, false, p->device, "grad_linear_weight");
+    v.require_buffer(p->grad_linear_bias, false, p->device, "grad_linear_bias");
+    v.require_buffer(p->grad_loss, c == call::backward && loss_values, p->device, "grad_loss");
     v.require_buffer(p->grad_scale_ptr, false, p->device, "grad_scale_ptr");
     v.require_buffer(p->invalid_target_count, false, p->device, "invalid_target_count");
     check_cross_entropy_options(v, *p);

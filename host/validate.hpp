@@ -36,6 +36,9 @@ fusedloss_status validate(const fusedloss_softmax_focal_params* p, call c,
 fusedloss_status validate(const fusedloss_cross_entropy_shard_params* p, shard_step step,
                           fusedloss_cross_entropy_shard_params& resolved, fusedloss_error* err);
 
+fusedloss_status validate(const fusedloss_linear_cross_entropy_params* p, call c,
+                          fusedloss_linear_cross_entropy_params& resolved, fusedloss_error* err);
+
 /// An enum field's stored value, read as the int it is without loading it as the enum: a caller
 /// of the C ABI may store any int there, and loading one outside the enumerators' range as the
 /// enum type is undefined in C++.

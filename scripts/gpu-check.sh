@@ -655,9 +655,9 @@ package() {
   # The shared library the Python binding loads (ctypes), beside the binaries' libraries.
   cp -L "$build_dir/libfusedloss.so" "$out/lib/"
   # The shared libraries that are not part of the system every Linux has (glibc, libstdc++,
-  # libgcc_s), nor the driver's (libcuda), nor the CUDA toolkit's (NCCL, 200 MB: the GPU machine's
-  # toolkit has it, see use_prebuilt): with static cudart and GoogleTest that is Google Benchmark
-  # alone.
+  # libgcc_s), nor the driver's (libcuda), nor the CUDA toolkit's (NCCL and cuBLASLt, 200 and 540
+  # MB: the GPU machine's toolkit has them, see use_prebuilt): with static cudart and GoogleTest
+  # that is Google Benchmark alone.
   local line soname path
   while read -r line; do
     soname=${line%% => *}
@@ -665,7 +665,7 @@ package() {
     path=${path%% (*}
     case $soname in
       linux-vdso* | libc.so* | libm.so* | libstdc++.so* | ld-linux* | libgcc_s.so* | libcuda.so* | \
-        libpthread.so* | libdl.so* | librt.so* | libnccl.so*) continue ;;
+        libpthread.so* | libdl.so* | librt.so* | libnccl.so* | libcublas*.so*) continue ;;
     esac
     [[ $path == /* ]] || die "cannot resolve $soname ($line)"
     cp -L "$path" "$out/lib/$soname"
@@ -836,7 +836,8 @@ stage_bench() {
   end_stage bench
 }
 
-# The CUDA toolkit's library folders (NCCL's, which packages leave out), from nvcc's place.
+# The CUDA toolkit's library folders (NCCL's and cuBLASLt's, which packages leave out), from
+# nvcc's place.
 toolkit_libraries() {
   local root
   root=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")

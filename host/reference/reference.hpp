@@ -27,6 +27,9 @@ void mse(const fusedloss_mse_params& p, call c);
 int64_t cross_entropy(const fusedloss_cross_entropy_params& p, call c);
 int64_t softmax_focal(const fusedloss_softmax_focal_params& p, call c);
 
+/// Linear + cross-entropy: the (N, V) product, then cross_entropy; returns its invalid count.
+int64_t linear_cross_entropy(const fusedloss_linear_cross_entropy_params& p, call c);
+
 /// The shard calls of vocabulary-parallel cross-entropy; finish returns the count of targets
 /// neither ignore_index nor in [0, vocab_size).
 void cross_entropy_shard_partial(const fusedloss_cross_entropy_shard_params& p);

@@ -20,14 +20,16 @@
  * dtype. It ignores `workspace` and `stream`.
  *
  * The header needs no CUDA header: streams travel as `void*` (null is the default stream). The
- * losses' params and calls are in fusedloss/element_losses.h and fusedloss/row_losses.h, and
- * vocabulary-parallel cross-entropy's shard calls in fusedloss/vocab_parallel.h, which this header
- * includes; what each call reads and writes is in docs/DESIGN.md ("Memory traffic").
+ * losses' params and calls are in fusedloss/element_losses.h and fusedloss/row_losses.h, fused
+ * linear + cross-entropy's in fusedloss/linear_cross_entropy.h, and vocabulary-parallel
+ * cross-entropy's shard calls in fusedloss/vocab_parallel.h, which this header includes; what each
+ * call reads and writes is in docs/DESIGN.md ("Memory traffic").
  */
 #ifndef FUSEDLOSS_FUSEDLOSS_H
 #define FUSEDLOSS_FUSEDLOSS_H
 
 #include "fusedloss/element_losses.h"
+#include "fusedloss/linear_cross_entropy.h"
 #include "fusedloss/row_losses.h"
 #include "fusedloss/types.h"
 #include "fusedloss/vocab_parallel.h"

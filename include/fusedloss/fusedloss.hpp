@@ -268,6 +268,47 @@ inline void forward_backward(const softmax_focal_params& p, workspace ws = {},
   throw_on_error(fusedloss_softmax_focal_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
 }
 
+/** @brief The params of fused linear + cross-entropy (the C struct). */
+using linear_cross_entropy_params = fusedloss_linear_cross_entropy_params;
+
+/** @brief Linear + cross-entropy's params with the defaults of
+ *  fusedloss_linear_cross_entropy_params_init. */
+inline linear_cross_entropy_params make_linear_cross_entropy_params() {
+  linear_cross_entropy_params p;
+  fusedloss_linear_cross_entropy_params_init(&p);
+  return p;
+}
+
+/** @brief fusedloss_linear_cross_entropy_workspace_size, throwing on a refusal. */
+inline size_t workspace_size(const linear_cross_entropy_params& p) {
+  fusedloss_error e;
+  size_t bytes = 0;
+  throw_on_error(fusedloss_linear_cross_entropy_workspace_size(&p, &bytes, &e), e);
+  return bytes;
+}
+
+/** @brief fusedloss_linear_cross_entropy_forward, throwing on a refusal. */
+inline void forward(const linear_cross_entropy_params& p, workspace ws = {},
+                    void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_linear_cross_entropy_forward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_linear_cross_entropy_backward, throwing on a refusal. */
+inline void backward(const linear_cross_entropy_params& p, workspace ws = {},
+                     void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_linear_cross_entropy_backward(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief fusedloss_linear_cross_entropy_forward_backward, throwing on a refusal. */
+inline void forward_backward(const linear_cross_entropy_params& p, workspace ws = {},
+                             void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(fusedloss_linear_cross_entropy_forward_backward(&p, ws.data, ws.bytes, stream, &e),
+                 e);
+}
+
 /**
  * @brief Runs call `c` of the loss whose params `p` are (any of the params types above).
  * @param p the params; @param c the call; @param ws the workspace; @param stream the stream.
