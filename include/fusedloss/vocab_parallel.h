@@ -146,7 +146,7 @@ FUSEDLOSS_API fusedloss_status fusedloss_cross_entropy_shard_partial(
 
 /**
  * @brief Step 3, after the MAX all-reduce: moves the SUM_EXP and WEIGHTED_SUM fields from this
- * rank's reference to the global maximum, in place (reads the first four fields, writes two).
+ * rank's reference to the global maximum, in place (reads the first five fields, writes two).
  * @param p the call's params (only `device`, `batch`, `summary` and what validates them are read).
  * @param workspace as for partial.
  * @param workspace_bytes its size.

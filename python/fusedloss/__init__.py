@@ -14,6 +14,7 @@ _library = _abi.load()
 
 from . import functional  # noqa: E402  (after the library: a missing one fails the import first)
 from . import distributed  # noqa: E402
+from .linear import linear_cross_entropy  # noqa: E402
 from .functional import (  # noqa: E402
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -24,6 +25,7 @@ from .functional import (  # noqa: E402
 from .modules import (  # noqa: E402
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    LinearCrossEntropyLoss,
     MSELoss,
     SigmoidFocalLoss,
     SoftmaxFocalLoss,
@@ -43,11 +45,13 @@ __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "mse_loss",
+    "linear_cross_entropy",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "SigmoidFocalLoss",
     "SoftmaxFocalLoss",
     "MSELoss",
+    "LinearCrossEntropyLoss",
     "functional",
     "distributed",
     "FusedlossError",

@@ -164,6 +164,46 @@ class SoftmaxFocalParams(ctypes.Structure):
     ]
 
 
+class LinearCrossEntropyParams(ctypes.Structure):
+    """``fusedloss_linear_cross_entropy_params`` (fusedloss/linear_cross_entropy.h)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("device", c_int),
+        ("batch", c_int64),
+        ("hidden", c_int64),
+        ("num_classes", c_int64),
+        ("input", c_void_p),
+        ("input_row_stride", c_int64),
+        ("input_dtype", c_int),
+        ("linear_weight", c_void_p),
+        ("linear_bias", c_void_p),
+        ("targets", c_void_p),
+        ("targets_dtype", c_int),
+        ("weight", c_void_p),
+        ("ignore_index", c_int64),
+        ("label_smoothing", c_double),
+        ("z_loss", c_double),
+        ("softcap", c_double),
+        ("reduction", c_int),
+        ("empty_mean", c_int),
+        ("loss", c_void_p),
+        ("lse", c_void_p),
+        ("z_loss_out", c_void_p),
+        ("grad_input", c_void_p),
+        ("grad_input_row_stride", c_int64),
+        ("grad_linear_weight", c_void_p),
+        ("grad_linear_bias", c_void_p),
+        ("grad_linear_dtype", c_int),
+        ("accumulate_grad_linear", c_int),
+        ("grad_loss", c_void_p),
+        ("grad_scale", c_float),
+        ("grad_scale_ptr", c_void_p),
+        ("invalid_target_count", c_void_p),
+        ("max_workspace_bytes", c_size_t),
+    ]
+
+
 class CrossEntropyShardParams(ctypes.Structure):
     """``fusedloss_cross_entropy_shard_params`` (fusedloss/vocab_parallel.h)."""
 
@@ -214,6 +254,7 @@ PARAMS = {
     "mse": MseParams,
     "cross_entropy": CrossEntropyParams,
     "softmax_focal": SoftmaxFocalParams,
+    "linear_cross_entropy": LinearCrossEntropyParams,
 }
 
 #: Every struct with an init call: the losses' params and the shard calls'.

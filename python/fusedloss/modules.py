@@ -8,6 +8,7 @@ import torch
 
 from . import functional as F
 from .functional import _empty_mean, _legacy_none, _reduction
+from .linear import linear_cross_entropy
 
 __all__ = [
     "BCEWithLogitsLoss",
@@ -15,6 +16,7 @@ __all__ = [
     "SigmoidFocalLoss",
     "SoftmaxFocalLoss",
     "MSELoss",
+    "LinearCrossEntropyLoss",
 ]
 
 
@@ -129,3 +131,30 @@ class MSELoss(_Loss):
     def forward(self, input, target, *, grad_scale=1.0):
         return F.mse_loss(input, target, reduction=self.reduction, empty_mean=self.empty_mean,
                           grad_scale=grad_scale)
+
+
+class LinearCrossEntropyLoss(_Loss):
+    """:func:`fusedloss.linear_cross_entropy` as a module: it holds the loss's options and class
+    ``weight`` (a buffer), not the linear layer, whose weight and bias ``forward`` takes."""
+
+    _options = ("ignore_index", "label_smoothing", "z_loss", "softcap", "validate_targets")
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
+                 z_loss=0.0, softcap=0.0, empty_mean="nan", validate_targets=True,
+                 max_workspace_bytes=None):
+        super().__init__(reduction, empty_mean)
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.validate_targets = validate_targets
+        self.max_workspace_bytes = max_workspace_bytes
+
+    def forward(self, input, linear_weight, target, *, linear_bias=None, grad_scale=1.0):
+        return linear_cross_entropy(
+            input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+            ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            empty_mean=self.empty_mean, validate_targets=self.validate_targets,
+            grad_scale=grad_scale, max_workspace_bytes=self.max_workspace_bytes)

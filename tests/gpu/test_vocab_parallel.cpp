@@ -574,8 +574,8 @@ void check_case(const vp_case& c, fusedloss_dtype dtype, uint64_t seed) {
 }
 
 template <class Dtype>
-class VocabParallel : public ::testing::Test {};
-TYPED_TEST_SUITE(VocabParallel, Dtypes, DtypeNames);
+class VocabParallelKernels : public ::testing::Test {};
+TYPED_TEST_SUITE(VocabParallelKernels, Dtypes, DtypeNames);
 
 const std::vector<std::vector<int64_t>> kSlicings = {{37}, {20, 17}, {1, 18, 18}, {9, 1, 14, 13}};
 const fusedloss_reduction kReductions[] = {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_REDUCTION_MEAN,
@@ -584,7 +584,7 @@ const fusedloss_reduction kReductions[] = {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_R
 }  // namespace
 
 // One to four ranks, uneven slices (one a single class wide), every reduction, no options.
-TYPED_TEST(VocabParallel, EveryRankCountAndReduction) {
+TYPED_TEST(VocabParallelKernels, EveryRankCountAndReduction) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 1;
   for (const auto& widths : kSlicings) {
@@ -599,7 +599,7 @@ TYPED_TEST(VocabParallel, EveryRankCountAndReduction) {
 
 // Each option alone, then all of them together (class weights, an ignore_index that is a class,
 // label smoothing, z-loss with its output, soft-cap, int32 targets, both grad scales).
-TYPED_TEST(VocabParallel, EveryOption) {
+TYPED_TEST(VocabParallelKernels, EveryOption) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 100;
   std::vector<vp_case> cases;
@@ -647,7 +647,7 @@ TYPED_TEST(VocabParallel, EveryOption) {
 
 // A row stride past the slice (padding untouched), misaligned starts (the first elements one by
 // one, the gradient's alignment different from the logits'), and the gradient in place.
-TYPED_TEST(VocabParallel, StridesAlignmentAndInPlace) {
+TYPED_TEST(VocabParallelKernels, StridesAlignmentAndInPlace) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 200;
   for (const bool in_place : {false, true}) {
@@ -680,7 +680,7 @@ TYPED_TEST(VocabParallel, StridesAlignmentAndInPlace) {
 
 // NaN, +inf and -inf logits: the NaN reaches every rank through the MAX all-reduce, an all -inf
 // shard adds nothing (its zero sum stays zero when rescaled), a -inf target makes the loss +inf.
-TYPED_TEST(VocabParallel, NonFiniteLogits) {
+TYPED_TEST(VocabParallelKernels, NonFiniteLogits) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 250;
   for (const int options : {0, 1, 2}) {
@@ -701,7 +701,7 @@ TYPED_TEST(VocabParallel, NonFiniteLogits) {
 }
 
 // finish without grad_logits: the losses alone, nothing else written.
-TYPED_TEST(VocabParallel, LossOnlyFinish) {
+TYPED_TEST(VocabParallelKernels, LossOnlyFinish) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 300;
   for (const fusedloss_reduction reduction : kReductions) {
@@ -717,7 +717,7 @@ TYPED_TEST(VocabParallel, LossOnlyFinish) {
 }
 
 // Out-of-range targets: ignored like ignore_index, and counted by the vocab_start == 0 rank only.
-TYPED_TEST(VocabParallel, InvalidTargetsCountedOnce) {
+TYPED_TEST(VocabParallelKernels, InvalidTargetsCountedOnce) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 400;
   for (const fusedloss_dtype index : {FUSEDLOSS_INT32, FUSEDLOSS_INT64}) {
@@ -738,7 +738,7 @@ TYPED_TEST(VocabParallel, InvalidTargetsCountedOnce) {
 
 // Every row ignored: the mean is the empty-mean value (written, not left alone) and every gradient
 // exactly 0; the sum is 0.
-TYPED_TEST(VocabParallel, EveryRowIgnored) {
+TYPED_TEST(VocabParallelKernels, EveryRowIgnored) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 500;
   for (const fusedloss_reduction reduction : kReductions) {
@@ -782,7 +782,7 @@ TYPED_TEST(VocabParallel, EveryRowIgnored) {
 
 // Zero rows: every step succeeds and launches nothing that writes a row, and a reduced loss is
 // still written (a sum of 0, a mean of the empty-mean value).
-TYPED_TEST(VocabParallel, ZeroRows) {
+TYPED_TEST(VocabParallelKernels, ZeroRows) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   for (const fusedloss_reduction reduction : kReductions) {
     for (const auto policy : {FUSEDLOSS_EMPTY_MEAN_NAN, FUSEDLOSS_EMPTY_MEAN_ZERO}) {
@@ -814,7 +814,7 @@ TYPED_TEST(VocabParallel, ZeroRows) {
 }
 
 // A workspace smaller than the query says (or none) is refused by every step, nothing written.
-TYPED_TEST(VocabParallel, WorkspaceTooSmallIsRefused) {
+TYPED_TEST(VocabParallelKernels, WorkspaceTooSmallIsRefused) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   const fusedloss_dtype dtype = TypeParam::value;
   const int64_t N = 8, C = 16;
@@ -864,7 +864,7 @@ TYPED_TEST(VocabParallel, WorkspaceTooSmallIsRefused) {
 
 // A vocabulary of ~5000 over three uneven ranks (the widest slice 16-byte rows of float32, so
 // its vectors run four in flight; the others misaligned), with and without the options.
-TYPED_TEST(VocabParallel, LargeVocabulary) {
+TYPED_TEST(VocabParallelKernels, LargeVocabulary) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   uint64_t seed = 800;
   for (const bool options : {false, true}) {

@@ -21,6 +21,7 @@ C_NAMES = {
     "mse": "fusedloss_mse_params",
     "cross_entropy": "fusedloss_cross_entropy_params",
     "softmax_focal": "fusedloss_softmax_focal_params",
+    "linear_cross_entropy": "fusedloss_linear_cross_entropy_params",
     "cross_entropy_shard": "fusedloss_cross_entropy_shard_params",
 }
 ENUMS = {
