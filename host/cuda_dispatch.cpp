@@ -8,6 +8,7 @@
 #include "cuda_status.hpp"
 #include "dtype.hpp"
 #include "element_losses.hpp"
+#include "linear_cross_entropy.hpp"
 #include "row_losses.hpp"
 #include "scale.hpp"
 #include "validate.hpp"
@@ -175,6 +176,55 @@ kernels::shard_problem shard_problem(const fusedloss_cross_entropy_shard_params&
   return e;
 }
 
+// Linear + cross-entropy's work for call `c`; the workspace query passes forward_backward (one
+// size serves the three calls).
+kernels::linear_problem linear_problem(const fusedloss_linear_cross_entropy_params& p, call c) {
+  kernels::linear_problem e{};
+  e.pass = c == call::forward    ? kernels::linear_pass::forward
+           : c == call::backward ? kernels::linear_pass::backward
+                                 : kernels::linear_pass::forward_backward;
+  e.batch = p.batch;
+  e.hidden = p.hidden;
+  e.num_classes = p.num_classes;
+  e.input = p.input;
+  e.input_row_stride = p.input_row_stride;
+  e.dtype = p.input_dtype;
+  e.linear_weight = p.linear_weight;
+  e.linear_bias = p.linear_bias;
+  e.grad_input = p.grad_input;
+  e.grad_input_row_stride = p.grad_input_row_stride;
+  e.grad_linear_weight = p.grad_linear_weight;
+  e.grad_linear_bias = p.grad_linear_bias;
+  e.grad_linear_dtype = p.grad_linear_dtype;
+  e.accumulate_grad_linear = p.accumulate_grad_linear != 0;
+  e.reduction = p.reduction;
+  e.empty_value = p.empty_mean == FUSEDLOSS_EMPTY_MEAN_ZERO ? 0.0f : NAN;
+  e.loss = static_cast<float*>(p.loss);
+  e.lse = static_cast<float*>(p.lse);
+  e.z_loss_out = static_cast<float*>(p.z_loss_out);
+  e.grad_loss = static_cast<const float*>(p.grad_loss);
+  e.grad_scale = p.grad_scale;
+  e.grad_scale_ptr = p.grad_scale_ptr;
+  kernels::row_problem& rows = e.rows;
+  rows.kind = kernels::row_loss::cross_entropy;
+  rows.targets = p.targets;
+  rows.targets_dtype = p.targets_dtype;
+  rows.weight = p.weight;
+  rows.ignore_index = p.ignore_index;
+  rows.label_smoothing = static_cast<float>(p.label_smoothing);
+  rows.z_loss = static_cast<float>(p.z_loss);
+  rows.softcap = static_cast<float>(p.softcap);
+  // As for cross-entropy: a backward that follows its forward would count twice.
+  rows.invalid_target_count = c != call::backward ? p.invalid_target_count : nullptr;
+  rows.tier = kernels::row_tier::automatic;
+  return e;
+}
+
+// The smallest workspace linear + cross-entropy runs in: its fixed part and one row's chunk.
+size_t linear_minimum_bytes(const kernels::linear_workspace& sizes, int64_t batch) {
+  return sizes.fixed_bytes + (batch > 0 ? sizes.row_bytes : 0);
+}
+
 }  // namespace
 
 fusedloss_status workspace_size(const fusedloss_bce_params& p, size_t* bytes,
@@ -202,6 +252,33 @@ fusedloss_status workspace_size(const fusedloss_cross_entropy_shard_params& p, s
                                 fusedloss_error* err) {
   const cudaError_t e = kernels::shard_workspace_bytes(shard_problem(p), bytes);
   return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
+}
+
+fusedloss_status workspace_size(const fusedloss_linear_cross_entropy_params& p, size_t* bytes,
+                                fusedloss_error* err) {
+  // The query checks the params as the calls do (the chunk depends on the shape and options).
+  fusedloss_linear_cross_entropy_params resolved;
+  if (const fusedloss_status s = validate(&p, call::forward_backward, resolved, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  kernels::linear_workspace sizes{};
+  const cudaError_t e =
+      kernels::linear_workspace_sizes(linear_problem(resolved, call::forward_backward), &sizes);
+  if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
+  const size_t budget =
+      resolved.max_workspace_bytes != 0 ? resolved.max_workspace_bytes : size_t{1} << 30;
+  const size_t minimum = linear_minimum_bytes(sizes, resolved.batch);
+  if (budget < minimum) {
+    return report(
+        err, FUSEDLOSS_INVALID_ARGUMENT, "max_workspace_bytes",
+        "max_workspace_bytes: %zu bytes hold no chunk; a chunk of one row of %lld classes "
+        "needs %zu",
+        budget, static_cast<long long>(resolved.num_classes), minimum);
+  }
+  const int64_t rows = kernels::linear_chunk_rows(sizes, resolved.batch, budget);
+  *bytes = sizes.fixed_bytes + static_cast<size_t>(rows) * sizes.row_bytes;
+  return succeed(err);
 }
 
 fusedloss_status run(const fusedloss_bce_params& p, call c, void* workspace, size_t workspace_bytes,
@@ -235,6 +312,33 @@ fusedloss_status run(const fusedloss_cross_entropy_params& p, call c, void* work
 fusedloss_status run(const fusedloss_softmax_focal_params& p, call c, void* workspace,
                      size_t workspace_bytes, void* stream, fusedloss_error* err) {
   return run_rows(softmax_focal_problem(p, c), workspace, workspace_bytes, stream, err);
+}
+
+fusedloss_status run(const fusedloss_linear_cross_entropy_params& p, call c, void* workspace,
+                     size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  const kernels::linear_problem problem = linear_problem(p, c);
+  kernels::linear_workspace sizes{};
+  const cudaError_t e = kernels::linear_workspace_sizes(problem, &sizes);
+  if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
+  // cuBLASLt's workspace and the chunk buffer (a GEMM operand) lie in it.
+  if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0) {
+    return report(err, FUSEDLOSS_INVALID_ARGUMENT, "workspace",
+                  "workspace: %p is not 256-byte aligned (cuBLASLt's operands live in it)",
+                  workspace);
+  }
+  if (const fusedloss_status s =
+          check_workspace(linear_minimum_bytes(sizes, p.batch), workspace, workspace_bytes, err);
+      s != FUSEDLOSS_SUCCESS) {
+    return s;
+  }
+  const kernels::linear_status s = kernels::run_linear_cross_entropy(
+      problem, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  if (s.cuda != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, s.cuda);
+  if (s.blas != 0) {
+    return report(err, FUSEDLOSS_CUDA_ERROR, nullptr, "%s: %s (cuBLASLt status %d)", s.call,
+                  s.message != nullptr ? s.message : "unknown status", s.blas);
+  }
+  return succeed(err);
 }
 
 fusedloss_status run(const fusedloss_cross_entropy_shard_params& p, shard_step step,

@@ -99,8 +99,10 @@ FUSEDLOSS_API fusedloss_status fusedloss_linear_cross_entropy_workspace_size(
  * @return ::FUSEDLOSS_SUCCESS; ::FUSEDLOSS_INVALID_TARGET on the CPU for targets neither
  * ignore_index nor in [0, V); otherwise the status of the first refused argument, and nothing is
  * written.
- * @note CUDA: no host synchronisation, no allocation, deterministic (a fixed chunk order and no
- * split-K). Reads `input` once and `linear_weight` once a chunk.
+ * @note CUDA: no host synchronisation, no allocation, deterministic for given buffers (a fixed
+ * chunk order, no split-K, no atomics). Reads `input` once and `linear_weight` (and
+ * `linear_bias`) once a chunk; each chunk's logits are written to the workspace and read back
+ * once. The chunks are balanced: as many as the largest chunk the workspace holds needs.
  */
 FUSEDLOSS_API fusedloss_status fusedloss_linear_cross_entropy_forward(
     const fusedloss_linear_cross_entropy_params* p, void* workspace, size_t workspace_bytes,
@@ -115,8 +117,10 @@ FUSEDLOSS_API fusedloss_status fusedloss_linear_cross_entropy_forward(
  * @param stream the stream; unused on the CPU.
  * @param[out] err optional details of a refusal.
  * @return as forward.
- * @note As forward; also writes each gradient once (the weight's and bias's accumulated in float32
- * across chunks).
+ * @note As forward, and per chunk reads `linear_weight` and `input` once more (the gradients'
+ * products) and the chunk's logit gradient twice; writes `grad_input` once, and the weight's and
+ * bias's gradients once a chunk, accumulated across chunks in `grad_linear_dtype` (float32
+ * accumulation when that is float32; rounded to the input's dtype once a chunk otherwise).
  */
 FUSEDLOSS_API fusedloss_status fusedloss_linear_cross_entropy_backward(
     const fusedloss_linear_cross_entropy_params* p, void* workspace, size_t workspace_bytes,
