@@ -267,7 +267,7 @@ fusedloss_status workspace_size(const fusedloss_linear_cross_entropy_params& p, 
       kernels::linear_workspace_sizes(linear_problem(resolved, call::forward_backward), &sizes);
   if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
   const size_t budget =
-      resolved.max_workspace_bytes != 0 ? resolved.max_workspace_bytes : size_t{1} << 30;
+      resolved.max_workspace_bytes != 0 ? resolved.max_workspace_bytes : size_t{512} << 20;
   const size_t minimum = linear_minimum_bytes(sizes, resolved.batch);
   if (budget < minimum) {
     return report(

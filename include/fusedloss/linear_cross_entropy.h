@@ -66,7 +66,7 @@ typedef struct fusedloss_linear_cross_entropy_params {
   const float* grad_scale_ptr;       /**< forward_backward's scale in memory, optional */
   int64_t* invalid_target_count;     /**< optional counter, as in cross-entropy */
   size_t max_workspace_bytes; /**< the workspace the CUDA calls may use, which sets their chunk of
-                                   rows: workspace_size asks for at most this much (0: 1 GiB) */
+                                   rows: workspace_size asks for at most this much (0: 512 MiB) */
 } fusedloss_linear_cross_entropy_params;
 
 /**

@@ -155,7 +155,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     logits: ``input`` (..., H) hidden states, ``linear_weight`` (V, H) and ``linear_bias`` (V) in
     the input's dtype, ``target`` (...) class indices (int64 or int32). Options as in
     :func:`fusedloss.cross_entropy` (``softcap`` 0 or None is off); ``max_workspace_bytes``
-    bounds the library's chunk buffer (default 1 GiB), which sets how many rows' logits exist at a
+    bounds the library's chunk buffer (default 512 MiB), which sets how many rows' logits exist at a
     time. Returns the loss (``target``'s shape under 'none'), in the input's dtype."""
     _check_input(_FN, input)
     _check_tensor(_FN, "linear_weight", 2, linear_weight)
