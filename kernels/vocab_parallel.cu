@@ -12,8 +12,11 @@
 //   in double and then in a fixed order (detail/reduce.cuh: no floating-point atomics); a block
 //   per row writes the shard's gradient, reading the shard once more.
 //
-// Every kernel is templated on the logits' type at most; the options are run-time flags, uniform
-// over a launch, so that nvcc compiles three instantiations, not one per combination.
+// The partial and gradient kernels are templated on the logits' type and on whether the soft-cap
+// is on (chosen at launch), so that a row without it runs no tanh; which coefficients label
+// smoothing adds (none, ones or class weights) picks one of three copies of their loops with a
+// uniform branch, not more instantiations. The other kernels are not templated: their options are
+// run-time flags.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -41,6 +44,12 @@ constexpr int kWarpsPerBlock = kBlockThreads / 32;
 constexpr int kRowThreads = 256;  // the prepass and finish's rows: a thread per row
 constexpr int kUnroll = 4;        // 16-byte logit loads in flight per thread
 constexpr int kBlocksPerSm = 8;   // no grid exceeds sms times this
+// Resident blocks the partial and gradient kernels are compiled for (4: 64 registers a thread, 50%
+// occupancy; 3: 80, still 48 KB of loads in flight an SM, 4.5 times what Little's law asks). The
+// partial's plain loops fit in 64; tanh, and the gradient's 32 results held until its 4 stores,
+// need more. Left to itself ptxas picks fewer registers and spills a row's constants.
+constexpr int kPartialMinBlocks(bool capped) { return capped ? 3 : 4; }
+constexpr int kGradientMinBlocks = 3;
 constexpr int64_t kIgnored = -1;
 constexpr int64_t kInvalid = -2;
 
@@ -72,40 +81,66 @@ __device__ __forceinline__ float weight_of(const shard_problem& p, int c) {
   return p.weight != nullptr ? __ldg(p.weight + c) : 1.0f;
 }
 
-template <class T>
-__device__ __forceinline__ bool aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % detail::kVectorBytes == 0;
-}
-
-// The soft-cap, applied only where the problem asks for it (a uniform branch).
+// The soft-cap where kCapped (softcap > 0: the launch chose this instantiation), else nothing.
+template <bool kCapped>
 struct capper {
-  bool on;
   float s, inverse;
   __device__ explicit capper(float softcap)
-      : on(softcap > 0), s(softcap), inverse(softcap > 0 ? 1.0f / softcap : 0.0f) {}
+      : s(softcap), inverse(kCapped ? 1.0f / softcap : 0.0f) {}
   __device__ __forceinline__ float operator()(float x) const {
-    return on ? s * tanhf(x * inverse) : x;
+    if constexpr (kCapped) {
+      return s * tanhf(x * inverse);
+    } else {
+      return x;
+    }
   }
   // The capped value, and d(capped)/d(raw) in `slope`.
   __device__ __forceinline__ float with_slope(float x, float& slope) const {
-    if (!on) {
+    if constexpr (kCapped) {
+      const float t = tanhf(x * inverse);  // +-inf -> +-1: the cap maps them to +-s
+      slope = 1.0f - t * t;
+      return s * t;
+    } else {
       slope = 1.0f;
       return x;
     }
-    const float t = tanhf(x * inverse);  // +-inf -> +-1: the cap maps them to +-s
-    slope = 1.0f - t * t;
-    return s * t;
   }
 };
 
-// The coefficients (class weights, or 1) of the N classes from `c0` on; `vector`: weight + c0 is
-// 16-byte aligned and N a multiple of 4.
-template <int N>
-__device__ __forceinline__ void weights_at(const shard_problem& p, int c0, bool vector,
-                                           float (&c)[N]) {
-  if (p.weight == nullptr) {
+// The coefficients label smoothing gives the classes, which fix what the loops load and add: none
+// (no smoothing), ones (smoothing without class weights: never 0, so no zero guard) or the class
+// weights.
+enum class coefficient_kind { none, ones, weights };
+
+// Logit vectors a streaming loop keeps in flight: fewer beside class weights, whose two vectors
+// for each of the logits' would push the loop into local memory.
+template <coefficient_kind K>
+constexpr int kUnrollOf = K == coefficient_kind::weights ? kUnroll / 2 : kUnroll;
+
+__device__ __forceinline__ coefficient_kind coefficient_kind_of(const shard_problem& p) {
+  if (!(p.label_smoothing > 0)) return coefficient_kind::none;
+  return p.weight != nullptr ? coefficient_kind::weights : coefficient_kind::ones;
+}
+
+template <coefficient_kind K>
+__device__ __forceinline__ float coefficient_of(const shard_problem& p, int c) {
+  if constexpr (K == coefficient_kind::none) {
+    return 0.0f;
+  } else if constexpr (K == coefficient_kind::ones) {
+    return 1.0f;
+  } else {
+    return __ldg(p.weight + c);
+  }
+}
+
+// The coefficients of the N classes from `c0` on; `vector`: weight + c0 is 16-byte aligned and N a
+// multiple of 4.
+template <coefficient_kind K, int N>
+__device__ __forceinline__ void coefficients_at(const shard_problem& p, int c0, bool vector,
+                                                float (&c)[N]) {
+  if constexpr (K != coefficient_kind::weights) {
 #pragma unroll
-    for (int k = 0; k < N; ++k) c[k] = 1.0f;
+    for (int k = 0; k < N; ++k) c[k] = coefficient_of<K>(p, c0 + k);
   } else if (vector) {
     const float4* w = reinterpret_cast<const float4*>(p.weight + c0);
 #pragma unroll
@@ -154,22 +189,21 @@ __device__ row_summary block_summary(row_summary s, bool& nan, row_summary* scra
 // partial
 
 // Folds one element (class j, raw value v) into `s`.
-template <bool kCoefficients>
-__device__ __forceinline__ void fold_one(const shard_problem& p, const capper& cap, float v, int j,
-                                         row_summary& s, bool& nan) {
+template <bool kCapped, coefficient_kind K>
+__device__ __forceinline__ void fold_one(const shard_problem& p, const capper<kCapped>& cap,
+                                         float v, int j, row_summary& s) {
   const float xs[1] = {cap(v)};
-  const float cs[1] = {kCoefficients ? weight_of(p, j) : 0.0f};
-  nan |= xs[0] != xs[0];
-  detail::fold_chunk<1, kCoefficients>(xs, cs, xs[0], s);
+  const float cs[1] = {coefficient_of<K>(p, j)};
+  detail::fold_chunk<1, K != coefficient_kind::none>(xs, cs, xs[0], s);
 }
 
 // Folds N vectors (raw; vector u at class j0 + u * kBlockThreads * V) into `s`: their maximum in
 // the logits' own type first (s tanh(x / s) is increasing, so the cap of the maximum is the
 // maximum of the capped), one rebase of the running sums, then the exponentials.
-template <class T, bool kCoefficients, int N>
-__device__ __forceinline__ void fold_vectors(const shard_problem& p, const capper& cap,
+template <class T, bool kCapped, coefficient_kind K, int N>
+__device__ __forceinline__ void fold_vectors(const shard_problem& p, const capper<kCapped>& cap,
                                              const uint4 (&raw)[N], int j0, bool weights_vector,
-                                             row_summary& s, bool& nan) {
+                                             row_summary& s) {
   constexpr int V = kPerVector<T>;
   const float m = fmaxf(s.max, cap(detail::vectors_max<T>(raw)));
   s.rebase(m == -INFINITY ? 0.0f : m);
@@ -179,20 +213,18 @@ __device__ __forceinline__ void fold_vectors(const shard_problem& p, const cappe
     float x[V], c[V];
     detail::unpack<T>(raw[u], x);
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      x[k] = cap(x[k]);
-      nan |= x[k] != x[k];
-    }
-    if constexpr (kCoefficients) weights_at(p, j0 + u * kBlockThreads * V, weights_vector, c);
-    detail::accumulate<V, kCoefficients>(x, c, s);
+    for (int k = 0; k < V; ++k) x[k] = cap(x[k]);
+    coefficients_at<K>(p, j0 + u * kBlockThreads * V, weights_vector, c);
+    // Only class weights can be 0.
+    detail::accumulate<V, K != coefficient_kind::none, K == coefficient_kind::weights>(x, c, s);
   }
 }
 
 // This thread's share of classes [0, C) of the row at x: the elements before x's first 16-byte
 // boundary and after the last whole vector one by one, the rest as vectors.
-template <class T, bool kCoefficients>
-__device__ void fold_row(const shard_problem& p, const capper& cap, const T* x, int C,
-                         row_summary& s, bool& nan) {
+template <class T, bool kCapped, coefficient_kind K>
+__device__ void fold_row(const shard_problem& p, const capper<kCapped>& cap, const T* x, int C,
+                         row_summary& s) {
   constexpr int V = kPerVector<T>;
   const int64_t lead = detail::head_elements(x);
   const int head = lead < C ? static_cast<int>(lead) : C;
@@ -200,45 +232,74 @@ __device__ void fold_row(const shard_problem& p, const capper& cap, const T* x, 
   const int tail = head + vectors * V;
   const bool weights_vector = detail::aligned_at(p.weight, head);
   for (int j = threadIdx.x; j < head; j += kBlockThreads) {
-    fold_one<kCoefficients>(p, cap, detail::to_float(x[j]), j, s, nan);
+    fold_one<kCapped, K>(p, cap, detail::to_float(x[j]), j, s);
   }
   const T* body = x + head;
+  constexpr int U = kUnrollOf<K>;
   int v = threadIdx.x;
-  for (; v + (kUnroll - 1) * kBlockThreads < vectors; v += kUnroll * kBlockThreads) {
-    uint4 raw[kUnroll];
+  for (; v + (U - 1) * kBlockThreads < vectors; v += U * kBlockThreads) {
+    uint4 raw[U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u)
       raw[u] = reinterpret_cast<const uint4*>(body)[v + u * kBlockThreads];
-    }
-    fold_vectors<T, kCoefficients>(p, cap, raw, head + v * V, weights_vector, s, nan);
+    fold_vectors<T, kCapped, K>(p, cap, raw, head + v * V, weights_vector, s);
   }
   for (; v < vectors; v += kBlockThreads) {
     const uint4 raw[1] = {reinterpret_cast<const uint4*>(body)[v]};
-    fold_vectors<T, kCoefficients>(p, cap, raw, head + v * V, weights_vector, s, nan);
+    fold_vectors<T, kCapped, K>(p, cap, raw, head + v * V, weights_vector, s);
   }
   for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) {
-    fold_one<kCoefficients>(p, cap, detail::to_float(x[j]), j, s, nan);
+    fold_one<kCapped, K>(p, cap, detail::to_float(x[j]), j, s);
   }
 }
 
+// Whether this thread's share of the row (as fold_row shares it) holds a NaN. Asked only where
+// the share's sum is NaN, which every NaN logit makes it (as does a +inf one, without a soft-cap):
+// the loops carry no flag, and the row is read again only in this rare case.
 template <class T>
-__global__ void __launch_bounds__(kBlockThreads) shard_partial_kernel(shard_problem p) {
+__device__ bool share_has_nan(const T* x, int C) {
+  constexpr int V = kPerVector<T>;
+  const int64_t lead = detail::head_elements(x);
+  const int head = lead < C ? static_cast<int>(lead) : C;
+  const int tail = head + (C - head) / V * V;
+  bool nan = false;
+  const auto check = [&](int j) {
+    const float v = detail::to_float(x[j]);
+    nan = nan || v != v;
+  };
+  for (int j = threadIdx.x; j < head; j += kBlockThreads) check(j);
+  for (int j = head + static_cast<int>(threadIdx.x) * V; j < tail; j += kBlockThreads * V) {
+    for (int k = 0; k < V; ++k) check(j + k);
+  }
+  for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) check(j);
+  return nan;
+}
+
+template <class T, bool kCapped>
+__global__ void __launch_bounds__(kBlockThreads, kPartialMinBlocks(kCapped))
+    shard_partial_kernel(shard_problem p) {
   __shared__ row_summary scratch[kWarpsPerBlock];
   __shared__ bool nans[kWarpsPerBlock];
-  const capper cap(p.softcap);
-  const bool smoothing = p.label_smoothing > 0;
+  const capper<kCapped> cap(p.softcap);
+  const coefficient_kind kind = coefficient_kind_of(p);
+  const bool smoothing = kind != coefficient_kind::none;
   const int C = static_cast<int>(p.num_classes);
   for (int64_t r = blockIdx.x; r < p.batch; r += gridDim.x) {
     const T* x = static_cast<const T*>(p.logits) + r * p.row_stride;
     row_summary s = row_summary::none();
-    bool nan = false;
-    if (smoothing) {
-      fold_row<T, true>(p, cap, x, C, s, nan);
-    } else {
-      fold_row<T, false>(p, cap, x, C, s, nan);
+    switch (kind) {
+      case coefficient_kind::none:
+        fold_row<T, kCapped, coefficient_kind::none>(p, cap, x, C, s);
+        break;
+      case coefficient_kind::ones:
+        fold_row<T, kCapped, coefficient_kind::ones>(p, cap, x, C, s);
+        break;
+      default:
+        fold_row<T, kCapped, coefficient_kind::weights>(p, cap, x, C, s);
     }
     // The reference's maximum is NaN once a NaN logit is seen, where row_summary's leaves the
     // NaN to the sum; the MAX all-reduce then carries it to every rank.
+    bool nan = s.sum != s.sum && share_has_nan(x, C);
     s = block_summary(s, nan, scratch, nans);
     if (threadIdx.x == 0) {
       const int local = local_class(p, target_of(p, r));
@@ -361,15 +422,28 @@ struct gradient_row {
   bool zero;  // ignored or invalid row, or a mean over nothing: exactly 0
 };
 
+// The upstream gradient of every row, the mean's 1 / D included (0 for a mean over nothing).
+// Computed once a kernel, ahead of the row loop: the division's slow path is a call, and values
+// live across a call are spilled.
+__device__ __forceinline__ float upstream_of(const shard_problem& p, const double* normaliser) {
+  const float upstream = p.grad_scale * (p.grad_scale_ptr != nullptr ? *p.grad_scale_ptr : 1.0f);
+  if (normaliser == nullptr) return upstream;
+  const double d = *normaliser;
+  return d != 0 ? static_cast<float>(upstream / d) : 0.0f;
+}
+
+// Row r's coefficients. `smooth_scale` (eps / V) comes from the host, so that no division is left
+// in the kernel; the mean's emptiness is read again a row rather than held in a register the
+// whole kernel.
 __device__ __forceinline__ gradient_row gradient_row_of(const shard_problem& p, int64_t r,
-                                                        float upstream, bool empty_mean) {
+                                                        float upstream, const double* normaliser,
+                                                        float smooth_scale) {
   gradient_row g{};
   const int64_t y = target_of(p, r);
-  g.zero = y < 0 || empty_mean;
+  g.zero = y < 0 || (normaliser != nullptr && *normaliser == 0);
   if (g.zero) return g;
   const row_values v = values_of(p, r);
   const float eps = p.label_smoothing;
-  const float smooth_scale = eps / static_cast<float>(p.vocab_size);
   const float a = upstream * (1.0f - eps) * *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_WEIGHT, r);
   const float b = upstream * smooth_scale;
   g.ref = v.ref;
@@ -382,8 +456,11 @@ __device__ __forceinline__ gradient_row gradient_row_of(const shard_problem& p, 
   return g;
 }
 
-__device__ __forceinline__ float gradient_of(const gradient_row& g, const capper& cap, float raw,
-                                             float w, bool target) {
+// The gradient of one element from its raw logit and coefficient w, the target's -A included
+// only where `target`.
+template <bool kCapped>
+__device__ __forceinline__ float gradient_of(const gradient_row& g, const capper<kCapped>& cap,
+                                             float raw, float w, bool target) {
   float slope;
   const float x = cap.with_slope(raw, slope);
   const float pj = fast_exp2(((x - g.ref) - g.log_sum) * kLog2e);
@@ -392,57 +469,93 @@ __device__ __forceinline__ float gradient_of(const gradient_row& g, const capper
   return d * slope;
 }
 
+// Writes the gradient of N vectors (raw; vector u at class j0 + u * kBlockThreads * V) without the
+// target's -A.
+template <class T, bool kCapped, coefficient_kind K, int N>
+__device__ __forceinline__ void gradient_vectors(const shard_problem& p, const gradient_row& g,
+                                                 const capper<kCapped>& cap, const uint4 (&raw)[N],
+                                                 int j0, bool weights_vector, T* out) {
+  constexpr int V = kPerVector<T>;
+#pragma unroll
+  for (int u = 0; u < N; ++u) {
+    float xs[V], ws[V], d[V];
+    detail::unpack<T>(raw[u], xs);
+    coefficients_at<K>(p, j0 + u * kBlockThreads * V, weights_vector, ws);
+#pragma unroll
+    for (int k = 0; k < V; ++k) d[k] = gradient_of(g, cap, xs[k], ws[k], false);
+    // Written once and not read again: streamed past the caches.
+    __stcs(reinterpret_cast<uint4*>(out + j0 + u * kBlockThreads * V), detail::pack<T>(d));
+  }
+}
+
+// This thread's share of the gradient of classes [0, C) of a row (as fold_row shares the row). No
+// loop compares a class with the target: the thread whose share holds it computes the target's
+// gradient, -A included, before writing anything (in place, no other thread writes that element)
+// and writes it over the loops' value at the end.
+template <class T, bool kCapped, coefficient_kind K>
+__device__ void gradient_row_of_shard(const shard_problem& p, const gradient_row& g,
+                                      const capper<kCapped>& cap, const T* x, T* out, int C) {
+  constexpr int V = kPerVector<T>;
+  const int64_t lead = detail::head_elements(x);
+  const int head = lead < C ? static_cast<int>(lead) : C;
+  const bool vector = detail::aligned_at(out, head);
+  const int vectors = vector ? (C - head) / V : 0;
+  const int tail = head + vectors * V;
+  const bool weights_vector = detail::aligned_at(p.weight, head);
+  const int y = g.local;
+  const int owner = y < head ? y : y < tail ? (y - head) / V : y - tail;
+  const bool mine = y >= 0 && owner % kBlockThreads == static_cast<int>(threadIdx.x);
+  const float d_y =
+      mine ? gradient_of(g, cap, detail::to_float(x[y]), coefficient_of<K>(p, y), true) : 0.0f;
+  const auto scalar = [&](int j) {
+    out[j] = detail::from_float<T>(
+        gradient_of(g, cap, detail::to_float(x[j]), coefficient_of<K>(p, j), false));
+  };
+  for (int j = threadIdx.x; j < head; j += kBlockThreads) scalar(j);
+  const uint4* body = reinterpret_cast<const uint4*>(x + head);
+  constexpr int U = kUnrollOf<K>;
+  int v = threadIdx.x;
+  for (; v + (U - 1) * kBlockThreads < vectors; v += U * kBlockThreads) {
+    uint4 raw[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) raw[u] = body[v + u * kBlockThreads];
+    gradient_vectors<T, kCapped, K>(p, g, cap, raw, head + v * V, weights_vector, out);
+  }
+  for (; v < vectors; v += kBlockThreads) {
+    const uint4 raw[1] = {body[v]};
+    gradient_vectors<T, kCapped, K>(p, g, cap, raw, head + v * V, weights_vector, out);
+  }
+  for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) scalar(j);
+  if (mine) out[y] = detail::from_float<T>(d_y);
+}
+
 // A block per row writes the shard's gradient. Each thread writes the elements it reads, so the
 // gradient may overwrite the logits (in place) without a barrier.
-template <class T>
-__global__ void __launch_bounds__(kBlockThreads)
-    shard_gradient_kernel(shard_problem p, const double* normaliser) {
-  constexpr int V = kPerVector<T>;
-  const capper cap(p.softcap);
-  const bool smoothing = p.label_smoothing > 0;
-  float upstream = p.grad_scale * (p.grad_scale_ptr != nullptr ? *p.grad_scale_ptr : 1.0f);
-  bool empty_mean = false;
-  if (normaliser != nullptr) {
-    const double d = *normaliser;
-    empty_mean = d == 0;
-    upstream = d != 0 ? static_cast<float>(upstream / d) : 0.0f;
-  }
+template <class T, bool kCapped>
+__global__ void __launch_bounds__(kBlockThreads, kGradientMinBlocks)
+    shard_gradient_kernel(shard_problem p, const double* normaliser, float smooth_scale) {
+  const capper<kCapped> cap(p.softcap);
+  const coefficient_kind kind = coefficient_kind_of(p);
+  const float upstream = upstream_of(p, normaliser);
   const int C = static_cast<int>(p.num_classes);
   for (int64_t r = blockIdx.x; r < p.batch; r += gridDim.x) {
-    const gradient_row g = gradient_row_of(p, r, upstream, empty_mean);
+    const gradient_row g = gradient_row_of(p, r, upstream, normaliser, smooth_scale);
     const T* x = static_cast<const T*>(p.logits) + r * p.row_stride;
     T* out = static_cast<T*>(p.grad) + r * p.grad_row_stride;
     if (g.zero) {  // the logits are not read
       for (int j = threadIdx.x; j < C; j += kBlockThreads) out[j] = detail::from_float<T>(0.0f);
       continue;
     }
-    const int64_t lead = detail::head_elements(x);
-    const int head = lead < C ? static_cast<int>(lead) : C;
-    const bool vector = detail::aligned_at(out, head);
-    const int vectors = vector ? (C - head) / V : 0;
-    const int tail = head + vectors * V;
-    const bool weights_vector = detail::aligned_at(p.weight, head);
-    const auto scalar = [&](int j) {
-      const float w = smoothing ? weight_of(p, j) : 0.0f;
-      out[j] = detail::from_float<T>(gradient_of(g, cap, detail::to_float(x[j]), w, j == g.local));
-    };
-    for (int j = threadIdx.x; j < head; j += kBlockThreads) scalar(j);
-    for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
-      const int j0 = head + v * V;
-      float xs[V], ws[V], d[V];
-      detail::load_chunk<V>(x + j0, xs);
-      if (smoothing) {
-        weights_at(p, j0, weights_vector, ws);
-      } else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) ws[k] = 0.0f;
-      }
-#pragma unroll
-      for (int k = 0; k < V; ++k) d[k] = gradient_of(g, cap, xs[k], ws[k], j0 + k == g.local);
-      // Written once and not read again: streamed past the caches.
-      __stcs(reinterpret_cast<uint4*>(out + j0), detail::pack<T>(d));
+    switch (kind) {
+      case coefficient_kind::none:
+        gradient_row_of_shard<T, kCapped, coefficient_kind::none>(p, g, cap, x, out, C);
+        break;
+      case coefficient_kind::ones:
+        gradient_row_of_shard<T, kCapped, coefficient_kind::ones>(p, g, cap, x, out, C);
+        break;
+      default:
+        gradient_row_of_shard<T, kCapped, coefficient_kind::weights>(p, g, cap, x, out, C);
     }
-    for (int j = tail + static_cast<int>(threadIdx.x); j < C; j += kBlockThreads) scalar(j);
   }
 }
 
@@ -502,6 +615,30 @@ cudaError_t prepare(const shard_problem& p, void* workspace, size_t workspace_by
   return cudaSuccess;
 }
 
+// The instantiations of the soft-cap's presence: chosen here, once a launch.
+template <class T>
+void launch_partial(const shard_problem& p, int blocks, cudaStream_t stream) {
+  if (p.softcap > 0) {
+    shard_partial_kernel<T, true><<<blocks, kBlockThreads, 0, stream>>>(p);
+  } else {
+    shard_partial_kernel<T, false><<<blocks, kBlockThreads, 0, stream>>>(p);
+  }
+}
+
+template <class T>
+void launch_gradient(const shard_problem& p, const double* normaliser, int blocks,
+                     cudaStream_t stream) {
+  // The same IEEE division as the device's (and shard_rows_kernel's) eps / V.
+  const float smooth_scale = p.label_smoothing / static_cast<float>(p.vocab_size);
+  if (p.softcap > 0) {
+    shard_gradient_kernel<T, true>
+        <<<blocks, kBlockThreads, 0, stream>>>(p, normaliser, smooth_scale);
+  } else {
+    shard_gradient_kernel<T, false>
+        <<<blocks, kBlockThreads, 0, stream>>>(p, normaliser, smooth_scale);
+  }
+}
+
 }  // namespace
 
 cudaError_t shard_workspace_bytes(const shard_problem& problem, size_t* bytes) {
@@ -522,13 +659,13 @@ cudaError_t run_shard_partial(const shard_problem& p, void* workspace, size_t wo
   const int blocks = grid_of(p.batch, f.sms);
   switch (p.logits_dtype) {
     case FUSEDLOSS_FLOAT16:
-      shard_partial_kernel<__half><<<blocks, kBlockThreads, 0, stream>>>(p);
+      launch_partial<__half>(p, blocks, stream);
       break;
     case FUSEDLOSS_BFLOAT16:
-      shard_partial_kernel<__nv_bfloat16><<<blocks, kBlockThreads, 0, stream>>>(p);
+      launch_partial<__nv_bfloat16>(p, blocks, stream);
       break;
     default:
-      shard_partial_kernel<float><<<blocks, kBlockThreads, 0, stream>>>(p);
+      launch_partial<float>(p, blocks, stream);
   }
   return cudaGetLastError();
 }
@@ -585,13 +722,13 @@ cudaError_t run_shard_finish(const shard_problem& p, void* workspace, size_t wor
     const int blocks = grid_of(p.batch, f.sms);
     switch (p.logits_dtype) {
       case FUSEDLOSS_FLOAT16:
-        shard_gradient_kernel<__half><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+        launch_gradient<__half>(p, normaliser, blocks, stream);
         break;
       case FUSEDLOSS_BFLOAT16:
-        shard_gradient_kernel<__nv_bfloat16><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+        launch_gradient<__nv_bfloat16>(p, normaliser, blocks, stream);
         break;
       default:
-        shard_gradient_kernel<float><<<blocks, kBlockThreads, 0, stream>>>(p, normaliser);
+        launch_gradient<float>(p, normaliser, blocks, stream);
     }
   }
   return cudaGetLastError();
