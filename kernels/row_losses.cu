@@ -68,6 +68,8 @@ using detail::fast_exp2;
 using detail::kLog2e;
 using detail::kPerVector;
 using detail::row_summary;
+using detail::term;
+using detail::warp_merge;
 
 constexpr int kWarpThreads = 256;        // warp tier: 8 warps a block
 constexpr int kWarpVectorsPerLane = 4;   // warp tier: a lane holds 4 vectors of its row
@@ -272,11 +274,6 @@ __device__ __forceinline__ float fast_log2(float x) {
   return y;
 }
 
-// A term whose coefficient is exactly 0 contributes exactly 0, even if its factor is infinite.
-__device__ __forceinline__ float term(float coefficient, float factor) {
-  return coefficient == 0.0f ? 0.0f : coefficient * factor;
-}
-
 // Finishes a row from its summary (or its saved LSE, in which case `s` only carries the
 // coefficients). `x_y` is the capped target logit (index targets). Only the losses feature F
 // serves are compiled in.
@@ -424,19 +421,6 @@ __device__ void write_partials(const row_workspace& w, double loss_sum, double z
 template <class T>
 __device__ __forceinline__ bool aligned(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % detail::kVectorBytes == 0;
-}
-
-__device__ __forceinline__ row_summary shuffle_xor(const row_summary& s, int offset) {
-  return {__shfl_xor_sync(0xffffffffu, s.max, offset), __shfl_xor_sync(0xffffffffu, s.sum, offset),
-          __shfl_xor_sync(0xffffffffu, s.weighted, offset),
-          __shfl_xor_sync(0xffffffffu, s.coefficients, offset)};
-}
-
-// Merges the summaries of each group of `width` consecutive lanes (a power of two), every lane
-// of a group ending with the group's result.
-__device__ __forceinline__ row_summary warp_merge(row_summary s, int width) {
-  for (int offset = width / 2; offset > 0; offset /= 2) s.merge(shuffle_xor(s, offset));
-  return s;
 }
 
 // The block-wide summary, in every thread. `scratch` (kWarpsPerBlock summaries) is free again

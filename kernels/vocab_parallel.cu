@@ -38,6 +38,8 @@ using detail::fast_exp2;
 using detail::kLog2e;
 using detail::kPerVector;
 using detail::row_summary;
+using detail::term;
+using detail::warp_merge;
 
 constexpr int kBlockThreads = 256;  // partial and the gradient: a block per row
 constexpr int kWarpsPerBlock = kBlockThreads / 32;
@@ -56,11 +58,6 @@ constexpr int64_t kInvalid = -2;
 // Field f of row r of the summary.
 __device__ __forceinline__ float* field(const shard_problem& p, int f, int64_t r) {
   return p.summary + static_cast<int64_t>(f) * p.batch + r;
-}
-
-// A term whose coefficient is exactly 0 contributes exactly 0, even where its factor is infinite.
-__device__ __forceinline__ float term(float coefficient, float factor) {
-  return coefficient == 0.0f ? 0.0f : coefficient * factor;
 }
 
 // Row r's global class, kIgnored or kInvalid.
@@ -155,17 +152,6 @@ __device__ __forceinline__ void coefficients_at(const shard_problem& p, int c0, 
 #pragma unroll
     for (int k = 0; k < N; ++k) c[k] = __ldg(p.weight + c0 + k);
   }
-}
-
-__device__ __forceinline__ row_summary shuffle_xor(const row_summary& s, int offset) {
-  return {__shfl_xor_sync(0xffffffffu, s.max, offset), __shfl_xor_sync(0xffffffffu, s.sum, offset),
-          __shfl_xor_sync(0xffffffffu, s.weighted, offset),
-          __shfl_xor_sync(0xffffffffu, s.coefficients, offset)};
-}
-
-__device__ __forceinline__ row_summary warp_merge(row_summary s, int width) {
-  for (int offset = width / 2; offset > 0; offset /= 2) s.merge(shuffle_xor(s, offset));
-  return s;
 }
 
 // The block-wide summary in every thread, merged in a fixed order (the same bits every run), and

@@ -62,6 +62,25 @@ struct row_summary {
   }
 };
 
+/// A term whose coefficient is exactly 0 contributes exactly 0, even if its factor is infinite.
+__device__ __forceinline__ float term(float coefficient, float factor) {
+  return coefficient == 0.0f ? 0.0f : coefficient * factor;
+}
+
+/// Lane `lane ^ offset`'s summary.
+__device__ __forceinline__ row_summary shuffle_xor(const row_summary& s, int offset) {
+  return {__shfl_xor_sync(0xffffffffu, s.max, offset), __shfl_xor_sync(0xffffffffu, s.sum, offset),
+          __shfl_xor_sync(0xffffffffu, s.weighted, offset),
+          __shfl_xor_sync(0xffffffffu, s.coefficients, offset)};
+}
+
+/// Merges the summaries of each group of `width` consecutive lanes (a power of two), every lane
+/// of a group ending with the group's result.
+__device__ __forceinline__ row_summary warp_merge(row_summary s, int width) {
+  for (int offset = width / 2; offset > 0; offset /= 2) s.merge(shuffle_xor(s, offset));
+  return s;
+}
+
 /// The sum of N values as a balanced tree (independent adds, and a fixed order).
 template <int N>
 __device__ __forceinline__ float tree_sum(float (&v)[N]) {

@@ -17,15 +17,13 @@ losses: with a gradient needed, the forward keeps the shard's gradient and the b
 in place by ``grad_output``.
 """
 
-import contextlib
-
 import torch
 import torch.distributed as dist
 
 from . import _abi
-from .functional import (_DTYPES, _check_device, _check_input, _check_tensor, _class_vector,
-                         _empty_mean, _grad_scale, _ignore_index, _no_gradient_for, _number,
-                         _reduction, _scale_gradient)
+from .functional import (_DTYPES, _check_count, _check_device, _check_input, _check_tensor,
+                         _class_vector, _empty_mean, _grad_scale, _ignore_index, _no_gradient_for,
+                         _number, _reduction, _scale_gradient, _workspace)
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -107,11 +105,7 @@ def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, ints
         counter = torch.zeros((), dtype=torch.int64, device=device)
         p.invalid_target_count = counter.data_ptr()
 
-    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        stream = torch.cuda.current_stream().cuda_stream if cuda else None
-        size = lib.workspace_size("cross_entropy_shard", p)
-        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
-        args = (workspace.data_ptr() if size else None, size, stream)
+    with _workspace(lib, "cross_entropy_shard", p, device) as args:
         lib.shard_call("partial", p, *args)
         if n > 0:
             dist.all_reduce(summary[:n], op=dist.ReduceOp.MAX, group=group)
@@ -122,12 +116,7 @@ def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, ints
         if counter is not None:
             # The rank whose slice starts at class 0 counts; the sum tells every rank alike.
             dist.all_reduce(counter, op=dist.ReduceOp.SUM, group=group)
-            count = int(counter)
-            if count:
-                raise ValueError(
-                    f"{_FN}(): {count} target value(s) are neither ignore_index ({ignore_index}) "
-                    f"nor a class index in [0, {vocab_size}); their rows were treated as "
-                    "ignored (pass validate_targets=False to allow that)")
+            _check_count(_FN, int(counter), ignore_index, vocab_size)
     return out.to(logits.dtype), z_loss.to(logits.dtype), grad
 
 

@@ -131,20 +131,35 @@ def _compute(loss, input, target, weight, pos_weight, scale, ints, floats, compu
         if scale is not None:
             p.grad_scale_ptr = scale.data_ptr()
 
-    with torch.cuda.device(input.device) if cuda else contextlib.nullcontext():
-        stream = torch.cuda.current_stream().cuda_stream if cuda else None
-        size = lib.workspace_size(loss, p)
-        workspace = torch.empty(size, dtype=torch.uint8, device=input.device) if size else None
-        lib.call(loss, "forward_backward" if compute_grad else "forward", p,
-                 workspace.data_ptr() if size else None, size, stream)
+    with _workspace(lib, loss, p, input.device) as (workspace, size, stream):
+        lib.call(loss, "forward_backward" if compute_grad else "forward", p, workspace, size,
+                 stream)
         if counter is not None:
-            count = lib.read_and_clear_counter(counter.data_ptr(), p.device, stream)
-            if count:
-                raise ValueError(
-                    f"{_PUBLIC_NAME[loss]}(): {count} target value(s) are neither ignore_index "
-                    f"({ignore_index}) nor a class index in [0, {p.num_classes}); their rows were "
-                    "treated as ignored (pass validate_targets=False to allow that)")
+            _check_count(_PUBLIC_NAME[loss],
+                         lib.read_and_clear_counter(counter.data_ptr(), p.device, stream),
+                         ignore_index, p.num_classes)
     return out.to(input.dtype), z_loss.to(input.dtype), grad
+
+
+@contextlib.contextmanager
+def _workspace(lib, name, params, device):
+    """Within ``device``'s context: (the workspace's address, its bytes, the current stream) for
+    the calls of ``name`` (a loss, or ``cross_entropy_shard``) with ``params``."""
+    cuda = device.type == "cuda"
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        stream = torch.cuda.current_stream().cuda_stream if cuda else None
+        size = lib.workspace_size(name, params)
+        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
+        yield (workspace.data_ptr() if size else None), size, stream
+
+
+def _check_count(fn, count, ignore_index, classes):
+    """Raises ValueError, naming ``count``, when invalid targets were counted."""
+    if count:
+        raise ValueError(
+            f"{fn}(): {count} target value(s) are neither ignore_index ({ignore_index}) nor a "
+            f"class index in [0, {classes}); their rows were treated as ignored (pass "
+            "validate_targets=False to allow that)")
 
 
 def _scale_gradient(grad, grad_output, row_none):

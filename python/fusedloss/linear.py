@@ -11,14 +11,12 @@ writes the loss alone and the backward runs the library's backward call, which r
 logits chunk by chunk.
 """
 
-import contextlib
-
 import torch
 
 from . import _abi
-from .functional import (_DTYPES, _check_device, _check_input, _check_tensor, _class_vector,
-                         _empty_mean, _grad_scale, _ignore_index, _no_gradient_for, _number,
-                         _reduction, _scale_gradient)
+from .functional import (_DTYPES, _check_count, _check_device, _check_input, _check_tensor,
+                         _class_vector, _empty_mean, _grad_scale, _ignore_index, _no_gradient_for,
+                         _number, _reduction, _scale_gradient, _workspace)
 
 __all__ = ["linear_cross_entropy"]
 
@@ -83,19 +81,11 @@ def _call(name, input, linear_weight, linear_bias, target, weight, scale, option
         counter = torch.zeros((), dtype=torch.int64, device=device)
         p.invalid_target_count = counter.data_ptr()
 
-    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        stream = torch.cuda.current_stream().cuda_stream if cuda else None
-        size = lib.workspace_size("linear_cross_entropy", p)
-        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
-        lib.call("linear_cross_entropy", name, p, workspace.data_ptr() if size else None, size,
-                 stream)
+    with _workspace(lib, "linear_cross_entropy", p, device) as (workspace, size, stream):
+        lib.call("linear_cross_entropy", name, p, workspace, size, stream)
         if counter is not None:
-            count = lib.read_and_clear_counter(counter.data_ptr(), p.device, stream)
-            if count:
-                raise ValueError(
-                    f"{_FN}(): {count} target value(s) are neither ignore_index ({ignore_index}) "
-                    f"nor a class index in [0, {p.num_classes}); their rows were treated as "
-                    "ignored (pass validate_targets=False to allow that)")
+            _check_count(_FN, lib.read_and_clear_counter(counter.data_ptr(), p.device, stream),
+                         ignore_index, p.num_classes)
     return out.to(input.dtype), z_term.to(input.dtype), grads
 
 
