@@ -322,21 +322,31 @@ void set_options(fusedloss_cross_entropy_params& p, row_kind kind) {
 }
 void set_options(fusedloss_softmax_focal_params&, row_kind) {}  // the defaults: gamma 2, no alpha
 
-template <class Params>
-void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>& api) {
+// What a row's run starts with: its label, the session's copy bandwidth (measured now when the
+// copy row was filtered out, while no input is held) and the row's inputs; false after skipping the
+// row.
+bool start_row(benchmark::State& state, const row_case& c, double* copy_bytes_per_second) {
   session& s = session::get();
   state.SetLabel(c.label());
   if (!s.error().empty()) {
     skip(state, s.error());
-    return;
+    return false;
   }
-  // The reference first (measured now when the copy row was filtered out), while no input is held.
-  const double copy_bytes_per_second = s.copy_bandwidth();
-  row_inputs& in = row_inputs::get();
-  if (std::string why = in.prepare(c.dtype, c.batch(), c.where.classes); !why.empty()) {
+  *copy_bytes_per_second = s.copy_bandwidth();
+  if (std::string why = row_inputs::get().prepare(c.dtype, c.batch(), c.where.classes);
+      !why.empty()) {
     skip(state, why);
-    return;
+    return false;
   }
+  return true;
+}
+
+template <class Params>
+void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>& api) {
+  double copy_bytes_per_second = 0;
+  if (!start_row(state, c, &copy_bytes_per_second)) return;
+  session& s = session::get();
+  row_inputs& in = row_inputs::get();
 
   // One params struct serves the three calls: forward ignores grad_logits and grad_loss, the fused
   // call ignores grad_loss, backward reads the LSE that forward wrote.
@@ -395,18 +405,10 @@ void run_rows(benchmark::State& state, const row_case& c, const loss_api<Params>
 // The three shard calls of one rank holding every class; the summary stays as partial and rescale
 // leave it (with one rank, the all-reduces would change nothing).
 void run_shard_rows(benchmark::State& state, const row_case& c) {
+  double copy_bytes_per_second = 0;
+  if (!start_row(state, c, &copy_bytes_per_second)) return;
   session& s = session::get();
-  state.SetLabel(c.label());
-  if (!s.error().empty()) {
-    skip(state, s.error());
-    return;
-  }
-  const double copy_bytes_per_second = s.copy_bandwidth();
   row_inputs& in = row_inputs::get();
-  if (std::string why = in.prepare(c.dtype, c.batch(), c.where.classes); !why.empty()) {
-    skip(state, why);
-    return;
-  }
   fusedloss_cross_entropy_shard_params p;
   fusedloss_cross_entropy_shard_params_init(&p);
   p.device = run_device();
