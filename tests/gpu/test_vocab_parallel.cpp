@@ -882,3 +882,31 @@ TYPED_TEST(VocabParallelKernels, LargeVocabulary) {
     check_case(c, TypeParam::value, seed++);
   }
 }
+
+// Shards wide enough for every streaming loop in 16-bit dtypes too (LargeVocabulary's 4104 classes
+// are 513 vectors there): 17003 classes run the 4-vector loops (which need more than 768 vectors a
+// row past the head) twice and the class weights' 2-vector loops four times, 8997 them once and
+// twice, both then the one-vector remainder. Odd widths (the second shard starts at an odd class)
+// give the rows different heads (0, 5, 2 and 0, 3, 6 elements in 16 bits), so the weights' loads
+// are vectors on the first row and one by one on the others. Three rows: no options, label
+// smoothing alone, label smoothing with class weights and the soft-cap.
+TYPED_TEST(VocabParallelKernels, WideShardsReachEveryLoop) {
+  FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
+  uint64_t seed = 900;
+  for (const int options : {0, 1, 2}) {
+    vp_case c;
+    c.batch = 3;
+    c.widths = {17003, 8997};
+    if (options == 0) {
+      c.reduction = FUSEDLOSS_REDUCTION_NONE;
+    } else if (options == 1) {
+      c.label_smoothing = 0.1;
+    } else {
+      c.label_smoothing = 0.2;
+      c.weight = true;
+      c.softcap = 8.0;
+      c.reduction = FUSEDLOSS_REDUCTION_SUM;
+    }
+    check_case(c, TypeParam::value, seed++);
+  }
+}
