@@ -5,10 +5,18 @@
 //   finite differences of forward.
 // - fused: forward_backward's loss and gradient (with grad_scale and grad_scale_ptr) against
 //   forward's loss and backward's gradient.
+// - product: fused linear + cross-entropy's loss against cross-entropy of the logits x W^T + b
+//   computed here. Its fd and fused rows differentiate the hidden states, the weight and the bias
+//   together.
+// - shards: vocabulary-parallel cross-entropy's shard calls over 1 to 4 ranks (the all-reduces
+//   done here) against the whole rows' cross-entropy: loss, LSE and the concatenated gradient, in
+//   float64 and float32.
 // - golden: every case of the golden files, which come from an oracle that shares no code with the
 //   library (tests/golden/make_golden.py).
 // - gpu: the CUDA path in float32/float16/bfloat16 against the CPU reference on the same stored
-//   inputs (compiled in with FUSEDLOSS_VALIDATE_CUDA, run when a device is present).
+//   inputs (compiled in with FUSEDLOSS_VALIDATE_CUDA, run when a device is present); linear +
+//   cross-entropy (with the default workspace and with one that splits the rows into chunks) and
+//   the shard path in float32 and bfloat16.
 //
 // --perturb and --tolerance-scale make a correct library fail on purpose: the test suite uses them
 // to prove that the tool notices a wrong result.
@@ -198,13 +206,15 @@ struct upstream {
 
 struct outputs {
   std::vector<double> loss, grad;
+  std::vector<double> lse = {};  // the vocabulary-parallel checks' only
 };
 
 // Inputs besides the logits, kept on the host and put into the call's memory for every call.
 struct inputs {
   buffer targets;
-  buffer weight;      // BCE's and cross-entropy's weight, softmax focal's alpha
-  buffer pos_weight;  // BCE only
+  buffer weight;       // BCE's and cross-entropy's weight, softmax focal's alpha
+  buffer pos_weight;   // BCE only
+  buffer linear_bias;  // linear + cross-entropy only: the bias's starting values, when it has one
 };
 
 const float* floats(memory& m, const buffer& b) { return static_cast<const float*>(m.put(b)); }
@@ -219,7 +229,8 @@ template <class Params>
 void attach(Params& p, const inputs& in, memory& m) {
   p.targets = m.put(in.targets);
   p.targets_dtype = in.targets.dtype();
-  if constexpr (std::is_same_v<Params, fusedloss_cross_entropy_params>)
+  if constexpr (std::is_same_v<Params, fusedloss_cross_entropy_params> ||
+                std::is_same_v<Params, fusedloss_linear_cross_entropy_params>)
     p.weight = floats(m, in.weight);
   if constexpr (std::is_same_v<Params, fusedloss_softmax_focal_params>)
     p.alpha = floats(m, in.weight);
@@ -241,6 +252,35 @@ struct problem {
       run;
   size_t loss_count() const { return reduction == FUSEDLOSS_REDUCTION_NONE ? losses : 1; }
 };
+
+// Runs call `kind` of `p`, whose inputs and outputs are already in `m`: backward with upstream
+// gradient `up.grad_loss`, forward_backward with it split over grad_scale and *grad_scale_ptr.
+// `gradient` reads back what the call wrote of the gradient.
+template <class Params>
+outputs run_call(memory& m, Params p, call kind, fusedloss_dtype loss_dtype, const upstream& up,
+                 const std::function<std::vector<double>()>& gradient) {
+  fusedloss::workspace ws{nullptr, fusedloss::workspace_size(p)};
+  ws.data = m.scratch(ws.bytes);
+  switch (kind) {
+    case call::forward:
+      fusedloss::forward(p, ws);
+      return outputs{m.get(p.loss), {}};
+    case call::backward:
+      p.grad_loss = m.put(buffer(loss_dtype, up.grad_loss));
+      fusedloss::backward(p, ws);
+      return outputs{{}, gradient()};
+    case call::forward_backward:
+      p.grad_scale = up.grad_scale;
+      p.grad_scale_ptr = floats(m, buffer(FUSEDLOSS_FLOAT32, {up.grad_scale_in_memory}));
+      fusedloss::forward_backward(p, ws);
+      return outputs{m.get(p.loss), gradient()};
+  }
+  return outputs{};
+}
+
+fusedloss_dtype loss_dtype_of(fusedloss_dtype dtype) {
+  return dtype == FUSEDLOSS_FLOAT64 ? dtype : FUSEDLOSS_FLOAT32;
+}
 
 template <class Params>
 problem make_problem(std::string loss, std::string options, const shape& sh, const Params& base,
@@ -267,30 +307,294 @@ problem make_problem(std::string loss, std::string options, const shape& sh, con
     attach(p, in, m);
     p.logits = m.put(buffer(dtype, logits));
     p.logits_dtype = dtype;
-    const fusedloss_dtype loss_dtype = dtype == FUSEDLOSS_FLOAT64 ? dtype : FUSEDLOSS_FLOAT32;
+    const fusedloss_dtype loss_dtype = loss_dtype_of(dtype);
     p.loss =
         m.put(buffer::poisoned(loss_dtype, p.reduction == FUSEDLOSS_REDUCTION_NONE ? losses : 1));
     // Poisoned, so that a gradient the call fails to write (or padding it writes) shows up.
     p.grad_logits = m.put(buffer::poisoned(dtype, logits.size()));
-    fusedloss::workspace ws{nullptr, fusedloss::workspace_size(p)};
-    ws.data = m.scratch(ws.bytes);
-    switch (kind) {
-      case call::forward:
-        fusedloss::forward(p, ws);
-        return outputs{m.get(p.loss), {}};
-      case call::backward:
-        p.grad_loss = m.put(buffer(loss_dtype, up.grad_loss));
-        fusedloss::backward(p, ws);
-        return outputs{{}, m.get(p.grad_logits)};
-      case call::forward_backward:
-        p.grad_scale = up.grad_scale;
-        p.grad_scale_ptr = floats(m, buffer(FUSEDLOSS_FLOAT32, {up.grad_scale_in_memory}));
-        fusedloss::forward_backward(p, ws);
-        return outputs{m.get(p.loss), m.get(p.grad_logits)};
-    }
-    return outputs{};
+    return run_call(m, p, kind, loss_dtype, up, [&] { return m.get(p.grad_logits); });
   };
   return pr;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fused linear + cross-entropy: a problem whose "logits" are the three inputs it differentiates
+
+using lce_p = fusedloss_linear_cross_entropy_params;
+using ce_p = fusedloss_cross_entropy_params;
+
+// Values on a grid of 2^-10 in [-bound, bound], bound <= 1. With the hidden states, the weight and
+// the bias on it and a power-of-two finite-difference step (kFdStep, 2^-20), every product x w and
+// every logit's sum of them is exact in double (multiples of 2^-30 below 2^22), also with one input
+// moved by the step: the logits are exact in every evaluation, whatever the order of their sums.
+// So the tool's product equals the reference's bit for bit, and finite differences of the loss
+// round exactly as cross-entropy's own rows do (fd_tolerance).
+std::vector<double> on_grid(rng_t& rng, size_t count, double bound) {
+  std::vector<double> v = checks::uniform(rng, count, -bound, bound);
+  for (double& x : v) x = std::round(x * 1024) / 1024;
+  return v;
+}
+
+// Smallest to largest: the budget of a chunk of one row (the query refuses every budget below it)
+// and the workspace of one chunk of every row; a third of the way between them splits the rows into
+// about three chunks of balanced size. The query alone tells where the first lies.
+size_t split_budget(lce_p p) {
+  p.max_workspace_bytes = 0;
+  const size_t whole = fusedloss::workspace_size(p);
+  size_t refused = 0, accepted = whole;  // 0 asks for the default budget, so it is never tried
+  while (accepted - refused > 1) {
+    const size_t middle = refused + (accepted - refused) / 2;
+    p.max_workspace_bytes = middle;
+    size_t bytes = 0;
+    fusedloss_error e;
+    const bool fits =
+        fusedloss_linear_cross_entropy_workspace_size(&p, &bytes, &e) == FUSEDLOSS_SUCCESS;
+    (fits ? accepted : refused) = middle;
+  }
+  p.max_workspace_bytes = accepted + (whole - accepted) / 3;
+  if (p.batch > 1 && fusedloss::workspace_size(p) >= whole) {
+    throw std::runtime_error(
+        format("max_workspace_bytes %zu holds every row in one chunk", p.max_workspace_bytes));
+  }
+  return p.max_workspace_bytes;
+}
+
+// Linear + cross-entropy of `values`: the hidden states (N, H), the weight (V, H) and the bias (V,
+// when the problem has one) concatenated; its gradient is concatenated the same way. `split` runs
+// the rows in several chunks of the workspace (CUDA only: the CPU reference has no chunks).
+outputs run_linear(const lce_p& base, const inputs& in, memory& m, call kind, fusedloss_dtype dtype,
+                   const std::vector<double>& values, const upstream& up, bool split) {
+  lce_p p = base;
+  const size_t n = p.batch, h = p.hidden, v = p.num_classes;
+  const bool bias = in.linear_bias.size() != 0;
+  const auto part = [&](size_t first, size_t count) {
+    return buffer(dtype,
+                  std::vector<double>(values.begin() + first, values.begin() + first + count));
+  };
+  p.device = m.device();
+  attach(p, in, m);
+  p.input = m.put(part(0, n * h));
+  p.input_dtype = dtype;
+  p.linear_weight = m.put(part(n * h, v * h));
+  p.linear_bias = bias ? m.put(part((n + v) * h, v)) : nullptr;
+  const fusedloss_dtype loss_dtype = loss_dtype_of(dtype);
+  p.grad_linear_dtype = loss_dtype;  // below float64: float32, the default
+  p.loss = m.put(buffer::poisoned(loss_dtype, p.reduction == FUSEDLOSS_REDUCTION_NONE ? n : 1));
+  p.grad_input = m.put(buffer::poisoned(dtype, n * h));
+  p.grad_linear_weight = m.put(buffer::poisoned(loss_dtype, v * h));
+  p.grad_linear_bias = bias ? m.put(buffer::poisoned(loss_dtype, v)) : nullptr;
+  if (split) p.max_workspace_bytes = split_budget(p);
+  return run_call(m, p, kind, loss_dtype, up, [&] {
+    std::vector<double> g = m.get(p.grad_input);
+    for (const void* rest : {p.grad_linear_weight, p.grad_linear_bias}) {
+      if (rest == nullptr) continue;
+      const std::vector<double> more = m.get(rest);
+      g.insert(g.end(), more.begin(), more.end());
+    }
+    return g;
+  });
+}
+
+struct linear_problem {
+  problem pr;     // logits: the inputs of run_linear, concatenated; for fd and fused
+  problem whole;  // cross-entropy of the same targets and options: the loss's oracle
+  lce_p base;
+  inputs in;
+
+  /// The logits x W^T + b of `values` (laid out as pr.logits), (N, V).
+  std::vector<double> product(const std::vector<double>& values) const {
+    const int64_t n = base.batch, h = base.hidden, v = base.num_classes;
+    const bool bias = in.linear_bias.size() != 0;
+    std::vector<double> z(n * v);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < v; ++c) {
+        double sum = bias ? values[(n + v) * h + c] : 0.0;
+        for (int64_t k = 0; k < h; ++k) sum += values[r * h + k] * values[n * h + c * h + k];
+        z[r * v + c] = sum;
+      }
+    }
+    return z;
+  }
+};
+
+linear_problem make_linear_problem(std::string options, const shape& sh, const lce_p& base,
+                                   const inputs& in, rng_t& rng) {
+  const int64_t n = base.batch, h = base.hidden, v = base.num_classes;
+  linear_problem lp{
+      {"linear_ce", options, sh.name(), base.reduction, {}, {}, size_t(n), size_t(v), {}},
+      {},
+      base,
+      in};
+  // Logits of magnitude about 1 (the weight scaled by 2 / sqrt(H)), where cross-entropy is smooth
+  // and well conditioned.
+  std::vector<double>& values = lp.pr.logits;
+  values = on_grid(rng, n * h, 1);
+  const std::vector<double> w = on_grid(rng, v * h, 2 / std::sqrt(double(h)));
+  const std::vector<double> b = in.linear_bias.values();
+  values.insert(values.end(), w.begin(), w.end());
+  values.insert(values.end(), b.begin(), b.end());
+  lp.pr.padding.assign(values.size(), false);
+  lp.pr.run = [base, in](memory& m, call kind, fusedloss_dtype dtype, const std::vector<double>& x,
+                         const upstream& up) {
+    return run_linear(base, in, m, kind, dtype, x, up, false);
+  };
+  ce_p ce = fusedloss::make_cross_entropy_params();
+  ce.batch = n;
+  ce.num_classes = v;
+  ce.ignore_index = base.ignore_index;
+  ce.label_smoothing = base.label_smoothing;
+  ce.z_loss = base.z_loss;
+  ce.softcap = base.softcap;
+  ce.reduction = base.reduction;
+  ce.empty_mean = base.empty_mean;
+  lp.whole = make_problem("cross_entropy", std::move(options), shape{n, v, 1}, ce, in, rng);
+  return lp;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Vocabulary-parallel cross-entropy: the ranks' shard calls, simulated in one process
+
+struct shard_problem {
+  std::string options, shape;
+  ce_p base;                    // the whole rows' sizes and options, without buffers
+  inputs in;                    // the targets and the whole vocabulary's class weights
+  std::vector<double> logits;   // (N, V)
+  std::vector<int64_t> widths;  // the ranks' slices, in vocabulary order
+
+  size_t loss_count() const {
+    return base.reduction == FUSEDLOSS_REDUCTION_NONE ? size_t(base.batch) : 1;
+  }
+};
+
+// Odd ranks' rows are one element longer than their slice (row_stride > num_classes), so that
+// strides are exercised and padding the gradient must not write sits between rows.
+int64_t shard_padding(size_t rank) { return int64_t(rank % 2); }
+
+// Each rank's partial, the MAX all-reduce, rescale, the SUM all-reduce and finish, in `m`. The loss
+// and LSE are rank 0's (a rank that disagrees throws); the gradient is the ranks' concatenated, (N,
+// V), followed by every padding element of their gradients (still poisoned when right).
+outputs shards(const shard_problem& sp, memory& m, fusedloss_dtype dtype, const upstream& up) {
+  const int64_t n = sp.base.batch, vocab = sp.base.num_classes;
+  const size_t world = sp.widths.size();
+  const fusedloss_dtype loss_dtype = loss_dtype_of(dtype);
+  const void* targets = m.put(sp.in.targets);
+  const float* scale = floats(m, buffer(FUSEDLOSS_FLOAT32, {up.grad_scale_in_memory}));
+  const std::vector<double> weight = sp.in.weight.values();
+  std::vector<fusedloss::cross_entropy_shard_params> ranks;
+  std::vector<fusedloss::workspace> workspaces;
+  std::vector<int64_t> starts;
+  int64_t start = 0;
+  for (size_t k = 0; k < world; start += sp.widths[k], ++k) {
+    const int64_t width = sp.widths[k], stride = width + shard_padding(k);
+    std::vector<double> shard(n * stride, NAN);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < width; ++c) shard[r * stride + c] = sp.logits[r * vocab + start + c];
+    }
+    auto p = fusedloss::make_cross_entropy_shard_params();
+    p.device = m.device();
+    p.batch = n;
+    p.num_classes = width;
+    p.vocab_start = start;
+    p.vocab_size = vocab;
+    p.row_stride = stride;
+    p.logits = m.put(buffer(dtype, shard));
+    p.logits_dtype = dtype;
+    p.targets = targets;
+    p.targets_dtype = sp.in.targets.dtype();
+    if (!weight.empty()) {
+      p.weight = floats(
+          m, buffer(FUSEDLOSS_FLOAT32, {weight.begin() + start, weight.begin() + start + width}));
+    }
+    p.ignore_index = sp.base.ignore_index;
+    p.label_smoothing = sp.base.label_smoothing;
+    p.z_loss = sp.base.z_loss;
+    p.softcap = sp.base.softcap;
+    p.reduction = sp.base.reduction;
+    p.empty_mean = sp.base.empty_mean;
+    p.summary = m.put(buffer::poisoned(loss_dtype, FUSEDLOSS_SHARD_SUMMARY_FIELDS * n));
+    p.loss = m.put(buffer::poisoned(loss_dtype, sp.loss_count()));
+    p.lse = m.put(buffer::poisoned(loss_dtype, n));
+    p.grad_logits = m.put(buffer::poisoned(dtype, n * stride));
+    p.grad_scale = up.grad_scale;
+    p.grad_scale_ptr = scale;
+    fusedloss::workspace ws{nullptr, fusedloss::workspace_size(p)};
+    ws.data = m.scratch(ws.bytes);
+    ranks.push_back(p);
+    workspaces.push_back(ws);
+    starts.push_back(start);
+  }
+  const auto step = [&](fusedloss::shard_step s) {
+    for (size_t k = 0; k < world; ++k) fusedloss::run(ranks[k], s, workspaces[k]);
+  };
+  // The collectives, here on the host: in rank order and in the summaries' dtype, each addition
+  // rounded as a collective's is; every rank receives the same values.
+  const auto all_reduce = [&](int first, int fields, bool max) {
+    std::vector<std::vector<double>> summaries(world);
+    for (size_t k = 0; k < world; ++k) summaries[k] = m.get(ranks[k].summary);
+    for (int64_t i = first * n; i < (first + fields) * n; ++i) {
+      double v = max ? -INFINITY : 0.0;
+      for (const std::vector<double>& s : summaries) {
+        const double x = s[i];
+        if (max) {
+          v = std::isnan(v) || std::isnan(x) ? NAN : std::max(v, x);  // a NaN sticks
+        } else {
+          v = loss_dtype == FUSEDLOSS_FLOAT32 ? double(float(v) + float(x)) : v + x;
+        }
+      }
+      for (std::vector<double>& s : summaries) s[i] = v;
+    }
+    for (size_t k = 0; k < world; ++k) ranks[k].summary = m.put(buffer(loss_dtype, summaries[k]));
+  };
+  step(fusedloss::shard_step::partial);
+  all_reduce(FUSEDLOSS_SHARD_SUMMARY_MAX, 1, true);
+  step(fusedloss::shard_step::rescale);
+  all_reduce(FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, FUSEDLOSS_SHARD_SUMMARY_SUMMED, false);
+  step(fusedloss::shard_step::finish);
+
+  outputs out{m.get(ranks[0].loss), std::vector<double>(n * vocab), m.get(ranks[0].lse)};
+  std::vector<double> padding;
+  for (size_t k = 0; k < world; ++k) {
+    // finish computes them from the same summaries alone: the same bits on every rank.
+    if (checks::max_abs_error(m.get(ranks[k].loss), out.loss) != 0 ||
+        checks::max_abs_error(m.get(ranks[k].lse), out.lse) != 0) {
+      throw std::runtime_error(format("rank %zu's loss or LSE differs from rank 0's", k));
+    }
+    const std::vector<double> g = m.get(ranks[k].grad_logits);
+    const int64_t width = sp.widths[k], stride = ranks[k].row_stride;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < stride; ++c) {
+        const double x = g[r * stride + c];
+        if (c < width) {
+          out.grad[r * vocab + starts[k] + c] = x;
+        } else {
+          padding.push_back(x);
+        }
+      }
+    }
+  }
+  out.grad.insert(out.grad.end(), padding.begin(), padding.end());
+  return out;
+}
+
+// The whole rows' forward_backward on the same logits, laid out as shards() lays out its outputs:
+// the shard path's oracle.
+outputs whole_rows(const shard_problem& sp, memory& m, fusedloss_dtype dtype, const upstream& up) {
+  ce_p p = sp.base;
+  p.device = m.device();
+  attach(p, sp.in, m);
+  p.logits = m.put(buffer(dtype, sp.logits));
+  p.logits_dtype = dtype;
+  const fusedloss_dtype loss_dtype = loss_dtype_of(dtype);
+  p.loss = m.put(buffer::poisoned(loss_dtype, sp.loss_count()));
+  p.lse = m.put(buffer::poisoned(loss_dtype, p.batch));
+  p.grad_logits = m.put(buffer::poisoned(dtype, sp.logits.size()));
+  outputs out =
+      run_call(m, p, call::forward_backward, loss_dtype, up, [&] { return m.get(p.grad_logits); });
+  out.lse = m.get(p.lse);
+  for (size_t k = 0; k < sp.widths.size(); ++k) {
+    out.grad.insert(out.grad.end(), size_t(sp.base.batch * shard_padding(k)), NAN);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -386,7 +690,6 @@ void probability_targets(fusedloss_cross_entropy_params&, inputs& in, rng_t& rng
 using bce_p = fusedloss_bce_params;
 using focal_p = fusedloss_sigmoid_focal_params;
 using mse_p = fusedloss_mse_params;
-using ce_p = fusedloss_cross_entropy_params;
 using sf_p = fusedloss_softmax_focal_params;
 
 const std::vector<shape> element_shapes = {{1, 1, 1}, {3, 5, 1}, {17, 33, 1}};
@@ -468,9 +771,10 @@ const loss_sweep<sf_p> softmax_focal_sweep = {
       {"row_stride > C*S", row_stride<sf_p>}}},
     row_shapes};
 
-template <class Params>
-void add_problems(const loss_sweep<Params>& sweep, Params (*make)(), rng_t& rng,
-                  std::vector<problem>& out) {
+// Every combination of `sweep` on each of its shapes under each reduction: `build(shape, params,
+// inputs, name)` makes the problems of one, named "reduction, option, ...".
+template <class Params, class Build>
+void sweep_problems(const loss_sweep<Params>& sweep, Params (*make)(), rng_t& rng, Build&& build) {
   for (const auto& combination : sweep.combinations) {
     for (const shape& sh : sweep.shapes) {
       for (const fusedloss_reduction r :
@@ -485,10 +789,19 @@ void add_problems(const loss_sweep<Params>& sweep, Params (*make)(), rng_t& rng,
           if (o.field != nullptr) p.*o.field = o.value;
           name += std::string(", ") + o.name;
         }
-        out.push_back(make_problem(sweep.loss, name, sh, p, in, rng));
+        build(sh, p, in, std::move(name));
       }
     }
   }
+}
+
+template <class Params>
+void add_problems(const loss_sweep<Params>& sweep, Params (*make)(), rng_t& rng,
+                  std::vector<problem>& out) {
+  sweep_problems(sweep, make, rng,
+                 [&](const shape& sh, const Params& p, const inputs& in, std::string name) {
+                   out.push_back(make_problem(sweep.loss, std::move(name), sh, p, in, rng));
+                 });
 }
 
 std::vector<problem> all_problems(rng_t& rng) {
@@ -501,8 +814,93 @@ std::vector<problem> all_problems(rng_t& rng) {
   return out;
 }
 
+// A linear + cross-entropy shape's (n, c, s) are (N, H, V), so that its name reads NxHxV. Each of
+// N, H and V is 33 once, odd sizes that no vector width divides; the finite differences' cost
+// grows as (N + V) H * N H V, so no two are 33 at once.
+const std::vector<shape> linear_shapes = {{7, 7, 33}, {7, 33, 7}, {33, 7, 7}};
+
+void linear_setup(lce_p& p, inputs& in, rng_t& rng, const shape& sh) {
+  p.batch = sh.n;
+  p.hidden = sh.c;
+  p.num_classes = sh.s;
+  in.targets = buffer(FUSEDLOSS_INT64, checks::class_indices(rng, sh.n, sh.s));
+}
+
+const option<lce_p> linear_bias = {"bias", [](lce_p&, inputs& in, rng_t& rng, const shape& sh) {
+                                     in.linear_bias =
+                                         buffer(FUSEDLOSS_FLOAT64, on_grid(rng, sh.s, 0.5));
+                                   }};
+const option<lce_p> linear_weight = {"weight", [](lce_p&, inputs& in, rng_t& rng, const shape& sh) {
+                                       in.weight = weights(rng, sh.s);
+                                     }};
+const option<lce_p> linear_smoothing = set("label_smoothing 0.1", &lce_p::label_smoothing, 0.1);
+const option<lce_p> linear_z_loss = set("z_loss 0.1", &lce_p::z_loss, 0.1);
+// The logits are about 1 in magnitude: a cap of 1 bends them well into tanh's curved part.
+const option<lce_p> linear_softcap = set("softcap 1", &lce_p::softcap, 1);
+
+const loss_sweep<lce_p> linear_sweep = {"linear_ce",
+                                        linear_setup,
+                                        {{},
+                                         {linear_bias},
+                                         {linear_bias, linear_smoothing},
+                                         {linear_weight, linear_z_loss},
+                                         {linear_bias, linear_softcap},
+                                         {linear_bias,
+                                          linear_weight,
+                                          {"ignore_index", ignore_rows<lce_p>},
+                                          linear_smoothing,
+                                          linear_z_loss,
+                                          linear_softcap}},
+                                        linear_shapes};
+
+std::vector<linear_problem> linear_problems(rng_t& rng) {
+  std::vector<linear_problem> out;
+  sweep_problems(linear_sweep, fusedloss::make_linear_cross_entropy_params, rng,
+                 [&](const shape& sh, const lce_p& p, const inputs& in, std::string name) {
+                   out.push_back(make_linear_problem(std::move(name), sh, p, in, rng));
+                 });
+  return out;
+}
+
+// The whole rows' options; every problem runs over 1 to 4 ranks.
+const loss_sweep<ce_p> shard_sweep = {"vocab_ce",
+                                      row_setup<ce_p>,
+                                      {{},
+                                       {ce_weight, ce_ignore},
+                                       {smoothing, {"int32 targets", int32_targets<ce_p>}},
+                                       {z_loss, softcap},
+                                       {ce_weight, ce_ignore, smoothing, z_loss, softcap}},
+                                      {{9, 13, 1}}};
+
+// The ranks' slices of the 13 classes: uneven, and one class wide for some.
+const std::vector<std::vector<int64_t>> shard_widths = {{13}, {9, 4}, {5, 1, 7}, {1, 1, 5, 6}};
+
+std::vector<shard_problem> shard_problems(rng_t& rng) {
+  std::vector<shard_problem> out;
+  sweep_problems(shard_sweep, fusedloss::make_cross_entropy_params, rng,
+                 [&](const shape& sh, const ce_p& p, const inputs& in, const std::string& name) {
+                   for (const std::vector<int64_t>& widths : shard_widths) {
+                     std::string slices;
+                     for (const int64_t w : widths) {
+                       slices += (slices.empty() ? "" : "+") + std::to_string(w);
+                     }
+                     out.push_back({name + ", slices " + slices, sh.name(), p, in,
+                                    checks::uniform(rng, sh.elements(), -3, 3), widths});
+                   }
+                 });
+  return out;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Verdicts and the table
+
+double max_abs(const std::vector<double>& values) {
+  double m = 0;
+  for (double x : values) {
+    if (std::isfinite(x)) m = std::max(m, std::fabs(x));
+  }
+  return m;
+}
 
 struct verdict {
   double max_error = 0;
@@ -549,21 +947,28 @@ class validator {
   const settings& options() const { return s_; }
 
   // Every tolerance of the sweep goes through here, so that --tolerance-scale reaches them all.
-  verdict judge(const std::vector<double>& got, const std::vector<double>& want,
-                tolerance tol) const {
+  // `bounds`, when given, adds an absolute bound of each element's own to tol's atol; the row
+  // reports the largest sum.
+  verdict judge(const std::vector<double>& got, const std::vector<double>& want, tolerance tol,
+                const std::vector<double>& bounds = {}) const {
     tol = {tol.atol * s_.tolerance_scale, tol.rtol * s_.tolerance_scale};
-    verdict v{checks::max_abs_error(got, want), tol, got.size() == want.size(), 0, ""};
+    const auto bound = [&](size_t i) {
+      return i < bounds.size() ? bounds[i] * s_.tolerance_scale : 0.0;
+    };
+    const tolerance widest{tol.atol + max_abs(bounds) * s_.tolerance_scale, tol.rtol};
+    verdict v{checks::max_abs_error(got, want), widest, got.size() == want.size(), 0, ""};
     if (!v.pass)
       v.note = "got " + std::to_string(got.size()) + " values, want " + std::to_string(want.size());
     for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+      const tolerance own{tol.atol + bound(i), tol.rtol};
       const bool same = got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i]));
-      if (!tol.accepts(got[i], want[i])) {
+      if (!own.accepts(got[i], want[i])) {
         if (v.pass) v.note = format("element %zu: got %.17g, want %.17g", i, got[i], want[i]);
         v.pass = false;
         v.excess = INFINITY;
       } else if (!same) {
         v.excess = std::max(
-            v.excess, std::fabs(got[i] - want[i]) / (tol.atol + tol.rtol * std::fabs(want[i])));
+            v.excess, std::fabs(got[i] - want[i]) / (own.atol + own.rtol * std::fabs(want[i])));
       }
     }
     return v;
@@ -571,7 +976,7 @@ class validator {
 
   // What the backend under test returned, made wrong on purpose by --perturb.
   outputs under_test(outputs o) const {
-    for (std::vector<double>* values : {&o.loss, &o.grad}) {
+    for (std::vector<double>* values : {&o.loss, &o.grad, &o.lse}) {
       for (double& x : *values) x *= 1 + s_.perturb;
     }
     return o;
@@ -637,21 +1042,16 @@ std::vector<double> upstream_values(rng_t& rng, size_t count) {
   return checks::round_to(FUSEDLOSS_FLOAT32, g);
 }
 
-double max_abs(const std::vector<double>& values) {
-  double m = 0;
-  for (double x : values) {
-    if (std::isfinite(x)) m = std::max(m, std::fabs(x));
-  }
-  return m;
-}
-
-// Central differences with h = 1e-6 have two errors. Truncation, h^2/6 |f'''|, stays below 1e-12:
+// Central differences with h = 2^-20 (about 1e-6; a power of two, so that inputs on on_grid's grid
+// stay on a grid when moved by it) have two errors. Truncation, h^2/6 |f'''|, stays below 1e-12:
 // every loss here is smooth with O(1) third derivatives on logits in [-3, 3] (weights, upstream
-// gradients and the soft-cap's 1/s^2 are O(1) too). Rounding: f is a double-precision sum of terms
-// of total magnitude S; each of f(x +- h) is off by a few eps*S, and their difference is divided by
-// 2h, so about eps*S/h (2e-10 for S = 1). Over many seeds the largest error seen is 2 eps*S/h; the
-// tolerance allows 32, and --perturb 1e-3 still fails every check whose gradient is not all 0.
-constexpr double kFdStep = 1e-6;
+// gradients and the soft-cap's 1/s^2 are O(1) too; linear + cross-entropy's, through logits linear
+// in each input with O(1) slopes, add up over at most 33 rows, as S below does). Rounding: f is a
+// double-precision sum of terms of total magnitude S; each of f(x +- h) is off by a few eps*S, and
+// their difference is divided by 2h, so about eps*S/h (2e-10 for S = 1). Over many seeds the
+// largest error seen is 2 eps*S/h; the tolerance allows 32, and --perturb 1e-3 still fails every
+// check whose gradient is not all 0.
+constexpr double kFdStep = 0x1p-20;
 tolerance fd_tolerance(double magnitude) {
   return {1e-12 + 32 * kEps * std::max(magnitude, 1.0) / kFdStep, 0};
 }
@@ -712,6 +1112,19 @@ verdict fused_check(const validator& v, const problem& pr, rng_t& rng) {
                v.judge(fb.grad, b.grad, same_formula_tolerance(b.grad)));
 }
 
+// Linear + cross-entropy's forward against cross-entropy of the logits computed here. The logits
+// are exact (on_grid), so both sides run the same double-precision cross-entropy on the same
+// values: a few ulps at most (the same bits, in practice).
+verdict product_check(const validator& v, const linear_problem& lp) {
+  host_buffers m;
+  const upstream unused{};
+  const std::vector<double> want =
+      lp.whole.run(m, call::forward, FUSEDLOSS_FLOAT64, lp.product(lp.pr.logits), unused).loss;
+  const outputs got =
+      v.under_test(lp.pr.run(m, call::forward, FUSEDLOSS_FLOAT64, lp.pr.logits, unused));
+  return v.judge(got.loss, want, same_formula_tolerance(want));
+}
+
 // The kernels compute in float32 and round once to the output dtype; the reference computes in
 // double and rounds once. Each float32 term is within 32 float32 ulps (2e-6) of exact: a handful of
 // operations, each within a few ulps (fast exp and log included); rounding to the output dtype adds
@@ -747,6 +1160,265 @@ verdict gpu_check(const validator& v, const checks::device_memory& api, const pr
       worse(v.judge(f.loss, want_f.loss, loss_tol), v.judge(fb.loss, want_f.loss, loss_tol)),
       worse(v.judge(b.grad, want_b.grad, device_tolerance(dtype, want_b.grad, pr.terms)),
             v.judge(fb.grad, want_fb.grad, device_tolerance(dtype, want_fb.grad, pr.terms))));
+}
+
+tolerance plus(tolerance t, double atol) { return {t.atol + atol, t.rtol}; }
+
+// How far cross-entropy's outputs can move when every (soft-capped) logit and every row's LSE is
+// off by at most t, t << 1, to first order. Row loss a (LSE - z_y) + b sum_c w_c (LSE - z_c) +
+// lambda LSE^2, with a = (1 - eps) w_y, b = eps / V and W the weights' total (a + b W <= w_max),
+// moves by at most 2 t (a + b W + lambda |LSE|) <= k t, k = 2 (w_max + lambda Lambda), Lambda >=
+// |LSE|; loss() allows twice that. The row's gradient up cap' (a (p - onehot) + b (p W - w) +
+// 2 lambda LSE p) sums to at most |up| k in absolute value over the row's classes; each p_c =
+// exp(z_c - LSE) moves by at most 2t relative (3t allows for e^2t), cap' = 1 - tanh^2(z / s) by
+// 2t / s relative and the LSE factor by t, so over the row's classes the gradient moves by at most
+// |up| gradient() = 4 |up| k t (1 + 1 / s).
+struct ce_sensitivity {
+  double k, cap;
+  double loss(double t) const { return 2 * k * t; }
+  double gradient(double t) const { return 4 * k * t * cap; }
+};
+
+ce_sensitivity sensitivity(const inputs& in, double z_loss, double softcap, double lse_bound) {
+  const double w_max = in.weight.size() != 0 ? max_abs(in.weight.values()) : 1.0;
+  return {2 * (w_max + z_loss * lse_bound), softcap > 0 ? 1 + 1 / softcap : 1.0};
+}
+
+// The mean's normaliser: the class weights (1 without) of the rows not ignored (every other
+// target of the sweep is a class).
+double normaliser_of(const inputs& in, int64_t ignore_index) {
+  double d = 0;
+  for (const double y : in.targets.values()) {
+    if (int64_t(y) != ignore_index) d += in.weight.size() != 0 ? in.weight[size_t(y)] : 1.0;
+  }
+  return d;
+}
+
+// How many rows' losses one loss value adds up: one (none), all (sum), all over D (mean).
+double rows_per_loss(fusedloss_reduction r, int64_t rows, double normaliser) {
+  if (r == FUSEDLOSS_REDUCTION_NONE) return 1;
+  return r == FUSEDLOSS_REDUCTION_SUM ? double(rows) : normaliser > 0 ? rows / normaliser : 0.0;
+}
+
+// Each row's upstream gradient, the mean's 1 / D included: backward's grad_loss (the reduced
+// loss's for every row) or forward_backward's grad scale times *grad_scale_ptr.
+std::vector<double> row_upstreams(call kind, const upstream& up, int64_t rows,
+                                  fusedloss_reduction r, double normaliser) {
+  std::vector<double> out(rows);
+  for (int64_t i = 0; i < rows; ++i) {
+    if (kind == call::forward_backward) {
+      out[i] = double(up.grad_scale) * up.grad_scale_in_memory;
+    } else {
+      out[i] = up.grad_loss[r == FUSEDLOSS_REDUCTION_NONE ? i : 0];
+    }
+    if (r == FUSEDLOSS_REDUCTION_MEAN) out[i] = normaliser > 0 ? out[i] / normaliser : 0.0;
+  }
+  return out;
+}
+
+// The shard path's loss, LSE and gradient against `want`, every logit and LSE off by at most t,
+// on top of `rounding` of each output's dtype: the CPU's one rounding on each side, or a device's
+// (device_tolerance over the row's V terms, and all rows' for a reduced loss).
+verdict judge_shards(const validator& v, const shard_problem& sp, fusedloss_dtype dtype,
+                     const outputs& got, const outputs& want, double t, const upstream& up,
+                     bool device) {
+  const int64_t n = sp.base.batch, vocab = sp.base.num_classes;
+  const fusedloss_dtype loss_dtype = loss_dtype_of(dtype);
+  const auto rounding = [&](fusedloss_dtype out, const std::vector<double>& values, size_t terms) {
+    return device ? device_tolerance(out, values, terms) : checks::rounding_tolerance(out);
+  };
+  const double d = normaliser_of(sp.in, sp.base.ignore_index);
+  const ce_sensitivity s = sensitivity(sp.in, sp.base.z_loss, sp.base.softcap,
+                                       max_abs(sp.logits) + std::log(double(vocab)));
+  const double rows = rows_per_loss(sp.base.reduction, n, d);
+  const size_t loss_terms = vocab * (sp.base.reduction == FUSEDLOSS_REDUCTION_NONE ? 1 : n);
+  const double up_max = max_abs(row_upstreams(call::forward_backward, up, 1, sp.base.reduction, d));
+  return worse(worse(v.judge(got.loss, want.loss,
+                             plus(rounding(loss_dtype, want.loss, loss_terms), rows * s.loss(t))),
+                     v.judge(got.lse, want.lse, plus(rounding(loss_dtype, want.lse, vocab), t))),
+               v.judge(got.grad, want.grad,
+                       plus(rounding(dtype, want.grad, vocab), up_max * s.gradient(t))));
+}
+
+// The shard path on the CPU against the whole rows' call, in float64 or float32 logits. Both
+// compute in double; the shard path also stores every summary in the loss dtype (unit roundoff u:
+// 2^-53 or 2^-24) up to five times (partial, rescale, and each addition of the SUM all-reduce over
+// at most four ranks), its reference logit and the target's once, and both sum the V exponentials
+// in their own orders. So the LSE's log-sum is off by at most (V + 5) u, a capped logit by s u, the
+// smoothing term's weighted sum by 5 u (<= 2 Lambda W) relative: t = u (V + 8 + Lambda + 2 s)
+// bounds them all. Each output is then rounded once on each side (rounding_tolerance).
+verdict shard_check(const validator& v, const shard_problem& sp, fusedloss_dtype dtype,
+                    rng_t& rng) {
+  const upstream up = fused_upstream(rng, 1).fused;
+  host_buffers m;
+  const outputs want = whole_rows(sp, m, dtype, up);
+  const outputs got = v.under_test(shards(sp, m, dtype, up));
+  const double u = std::ldexp(1.0, dtype == FUSEDLOSS_FLOAT64 ? -53 : -24);
+  const double lse_bound = max_abs(sp.logits) + std::log(double(sp.base.num_classes));
+  const double t = u * (double(sp.base.num_classes) + 8 + lse_bound + 2 * sp.base.softcap);
+  return judge_shards(v, sp, dtype, got, want, t, up, false);
+}
+
+// The shard path on CUDA against the CPU's, both given the same stored logits and both with their
+// summaries in float32 and all-reduced here alike. The device computes in float32, the reference
+// in double: each row's LSE and capped logits within (V + 32) 2^-24 (1 + Lambda + s), the budget of
+// device_tolerance (V float32 exponentials summed, each within a few ulps, the soft-cap's tanhf;
+// the summaries' rescale and log one more ulp each), on top of device_tolerance itself.
+verdict shard_gpu_check(const validator& v, const checks::device_memory& api,
+                        const shard_problem& sp, fusedloss_dtype dtype, rng_t& rng) {
+  const upstream up = fused_upstream(rng, 1).fused;
+  host_buffers host;
+  device_buffers device(api);
+  const outputs want = shards(sp, host, dtype, up);
+  const outputs got = v.under_test(shards(sp, device, dtype, up));
+  const double lse_bound =
+      max_abs(checks::round_to(dtype, sp.logits)) + std::log(double(sp.base.num_classes));
+  const double t =
+      (double(sp.base.num_classes) + 32) * std::ldexp(1.0, -24) * (1 + lse_bound + sp.base.softcap);
+  return judge_shards(v, sp, dtype, got, want, t, up, true);
+}
+
+// Linear + cross-entropy on CUDA against the CPU reference on the same stored values (u_in: one
+// ulp of the input dtype; u = 2^-24), bounded per row r as tests/gpu/test_linear_cross_entropy.cpp
+// derives it. The GEMM accumulates each logit over H in float32, the bias added in its epilogue:
+// within (H + 2) u M_r of exact, M_r the row's largest sum_h |x_h w_h| + |b| (float32's worst-case
+// dot product); the chunk buffer stores it in the input dtype, within half an ulp: u_in Z_r with a
+// factor 2 of margin, Z_r the row's largest |logit|. The row kernel's float32 adds (V + 32) u (1 +
+// |LSE_r| + s) to its LSE and capped logits, as in shard_gpu_check. So t_r = u_in Z_r + (H + 2) u
+// M_r + (V + 32) u (1 + |LSE_r| + s) bounds every error of row r that ce_sensitivity takes; the
+// loss is bounded with the largest t_r.
+//
+// Per element, the row's gradient g_c = up cap'_c h_c has |g_c| <= m_c = |up| ((a + b W +
+// 2 lambda |LSE|) p_c + a [c = y] + b w_c) (ce_sensitivity's a, b, W), and moves by at most e_r m_c
+// with e_r = 8 t_r (1 + 1 / s) + 2 u_in: p_c and the LSE's term by 4 t_r relative, cap' by 2 t_r /
+// s, a factor 2 of margin, and the in-place store of g in the input dtype. Then grad_input = g W
+// sums V products in float32 (V u of sum_c m_c |w_c|), grad_weight = g^T x and grad_bias, g's
+// column sums, sum N rows in float32 and round the running float32 value once a chunk (at most N
+// chunks): (2 N + 1) u of sum_r m_r |x_r|. On top, device_tolerance's rounding of each output dtype
+// (both sides round once). Each run, with the default workspace and with one that splits the rows
+// into chunks (split_budget), must be within these bounds; the row reports the worse.
+struct linear_bounds {
+  double t = 0;                    // the largest t_r
+  ce_sensitivity s{};              // with Lambda the largest |LSE_r| bound
+  std::vector<double> e, m, x, w;  // e_r; m_{r,c} per unit |up|, (N, V); |x|, |w| as stored
+};
+
+linear_bounds linear_bounds_of(const linear_problem& lp, fusedloss_dtype dtype) {
+  const int64_t n = lp.base.batch, h = lp.base.hidden, v = lp.base.num_classes;
+  const bool bias = lp.in.linear_bias.size() != 0;
+  const std::vector<double> stored = checks::round_to(dtype, lp.pr.logits);
+  const std::vector<double> z = lp.product(stored);
+  const double u = std::ldexp(1.0, -24), u_in = checks::rounding_tolerance(dtype).rtol;
+  const double cap = lp.base.softcap, eps = lp.base.label_smoothing, lambda = lp.base.z_loss;
+  const std::vector<double> cw = lp.in.weight.values(), y = lp.in.targets.values();
+  const auto weight = [&](int64_t c) { return cw.empty() ? 1.0 : cw[c]; };
+  double total_weight = 0, lse_bound = 0;
+  for (int64_t c = 0; c < v; ++c) total_weight += weight(c);
+  linear_bounds b;
+  b.e.resize(n);
+  b.m.assign(n * v, 0.0);
+  for (int64_t i = 0; i < (n + v) * h; ++i) (i < n * h ? b.x : b.w).push_back(std::fabs(stored[i]));
+  for (int64_t r = 0; r < n; ++r) {
+    double m_r = 0, z_r = 0, top = -INFINITY, sum = 0;
+    std::vector<double> capped(v);
+    for (int64_t c = 0; c < v; ++c) {
+      double magnitude = bias ? std::fabs(stored[(n + v) * h + c]) : 0.0;
+      for (int64_t k = 0; k < h; ++k) magnitude += b.x[r * h + k] * b.w[c * h + k];
+      m_r = std::max(m_r, magnitude);
+      z_r = std::max(z_r, std::fabs(z[r * v + c]));
+      capped[c] = cap > 0 ? cap * std::tanh(z[r * v + c] / cap) : z[r * v + c];
+      top = std::max(top, capped[c]);
+    }
+    for (int64_t c = 0; c < v; ++c) sum += std::exp(capped[c] - top);
+    const double lse = top + std::log(sum);
+    lse_bound = std::max(lse_bound, std::fabs(lse));
+    const double t =
+        u_in * z_r + double(h + 2) * u * m_r + (double(v) + 32) * u * (1 + std::fabs(lse) + cap);
+    b.t = std::max(b.t, t);
+    b.e[r] = 8 * t * (cap > 0 ? 1 + 1 / cap : 1.0) + 2 * u_in;
+    const int64_t target = int64_t(y[r]);
+    if (target == lp.base.ignore_index) continue;  // a zero gradient on both sides
+    const double a = (1 - eps) * weight(target), bw = eps / double(v);
+    for (int64_t c = 0; c < v; ++c) {
+      b.m[r * v + c] =
+          (a + bw * total_weight + 2 * lambda * std::fabs(lse)) * std::exp(capped[c] - lse) +
+          (c == target ? a : 0.0) + bw * weight(c);
+    }
+  }
+  b.s = sensitivity(lp.in, lambda, cap, lse_bound);
+  return b;
+}
+
+// `values[first, first + count)`, or all of them when they are too few (so that judge reports the
+// count).
+std::vector<double> slice(const std::vector<double>& values, size_t first, size_t count) {
+  if (first + count > values.size()) return values;
+  return {values.begin() + first, values.begin() + first + count};
+}
+
+verdict judge_linear_gradient(const validator& v, const linear_problem& lp, fusedloss_dtype dtype,
+                              const linear_bounds& b, const outputs& got, const outputs& want,
+                              call kind, const upstream& up) {
+  const size_t n = lp.base.batch, h = lp.base.hidden, c = lp.base.num_classes;
+  const double u = std::ldexp(1.0, -24);
+  const std::vector<double> ups = row_upstreams(kind, up, lp.base.batch, lp.base.reduction,
+                                                normaliser_of(lp.in, lp.base.ignore_index));
+  std::vector<double> input(n * h), weight(c * h), bias(c);
+  for (size_t r = 0; r < n; ++r) {
+    for (size_t j = 0; j < c; ++j) {
+      const double m = std::fabs(ups[r]) * b.m[r * c + j];
+      const double by_class = (b.e[r] + double(c) * u) * m;
+      const double by_row = (b.e[r] + (2.0 * n + 1) * u) * m;
+      for (size_t k = 0; k < h; ++k) {
+        input[r * h + k] += by_class * b.w[j * h + k];
+        weight[j * h + k] += by_row * b.x[r * h + k];
+      }
+      bias[j] += by_row;
+    }
+  }
+  const auto judge = [&](size_t first, const std::vector<double>& bounds, fusedloss_dtype out) {
+    const std::vector<double> w = slice(want.grad, first, bounds.size());
+    const std::vector<double> g =
+        got.grad.size() == want.grad.size() ? slice(got.grad, first, bounds.size()) : got.grad;
+    return v.judge(g, w, device_tolerance(out, w, 0), bounds);
+  };
+  verdict r = worse(judge(0, input, dtype), judge(n * h, weight, FUSEDLOSS_FLOAT32));
+  if (lp.in.linear_bias.size() != 0) r = worse(r, judge((n + c) * h, bias, FUSEDLOSS_FLOAT32));
+  return r;
+}
+
+verdict linear_gpu_check(const validator& v, const checks::device_memory& api,
+                         const linear_problem& lp, fusedloss_dtype dtype, rng_t& rng) {
+  const problem& pr = lp.pr;
+  const upstream up{upstream_values(rng, pr.loss_count())};
+  const fused_upstream split(rng, pr.loss_count());
+  const auto run = [&](memory& m, call kind, const upstream& u, bool chunks) {
+    return run_linear(lp.base, lp.in, m, kind, dtype, pr.logits, u, chunks);
+  };
+  host_buffers host;
+  const outputs want_f = run(host, call::forward, up, false);
+  const outputs want_b = run(host, call::backward, up, false);
+  const outputs want_fb = run(host, call::backward, split.separate, false);
+  const linear_bounds b = linear_bounds_of(lp, dtype);
+  const int64_t n = lp.base.batch;
+  const double rows = rows_per_loss(pr.reduction, n, normaliser_of(lp.in, lp.base.ignore_index));
+  const size_t loss_terms = pr.terms * (pr.loss_count() == 1 ? pr.losses : 1);
+  const tolerance loss_tol =
+      plus(device_tolerance(FUSEDLOSS_FLOAT32, want_f.loss, loss_terms), rows * b.s.loss(b.t));
+  std::optional<verdict> worst;
+  for (const bool chunks : {false, true}) {
+    device_buffers device(api);
+    const outputs f = v.under_test(run(device, call::forward, up, chunks));
+    const outputs bw = v.under_test(run(device, call::backward, up, chunks));
+    const outputs fb = v.under_test(run(device, call::forward_backward, split.fused, chunks));
+    const verdict this_one = worse(
+        worse(v.judge(f.loss, want_f.loss, loss_tol), v.judge(fb.loss, want_f.loss, loss_tol)),
+        worse(judge_linear_gradient(v, lp, dtype, b, bw, want_b, call::backward, up),
+              judge_linear_gradient(v, lp, dtype, b, fb, want_fb, call::forward_backward,
+                                    split.fused)));
+    worst = worst ? worse(*worst, this_one) : this_one;
+  }
+  return *worst;
 }
 
 std::string golden_shape(const checks::golden_case& c) {
@@ -811,6 +1483,8 @@ void usage(std::FILE* out) {
       "Checks every loss and option over a sweep of shapes, one table row per check:\n"
       "  fd      backward's gradient against finite differences of forward (CPU, float64)\n"
       "  fused   forward_backward against forward and backward (CPU, float64)\n"
+      "  product linear + cross-entropy's loss against cross-entropy of the product (CPU)\n"
+      "  shards  vocabulary-parallel shard calls against the whole rows (CPU, float64/float32)\n"
       "  golden  every case of DIR/*.golden (default %s)\n"
       "  gpu     the CUDA path in float32/float16/bfloat16 against the CPU reference\n"
       "\n"
@@ -884,11 +1558,27 @@ int validate(const settings& s) {
   validator v(s);
   rng_t rng(s.seed);
   const std::vector<problem> problems = all_problems(rng);
+  const std::vector<linear_problem> linear = linear_problems(rng);
+  const std::vector<shard_problem> sharded = shard_problems(rng);
   v.header();
   for (const problem& pr : problems) {
     v.check({"fd", pr.loss, pr.options, pr.shape, "float64"}, [&] { return fd_check(v, pr, rng); });
     v.check({"fused", pr.loss, pr.options, pr.shape, "float64"},
             [&] { return fused_check(v, pr, rng); });
+  }
+  for (const linear_problem& lp : linear) {
+    const problem& pr = lp.pr;
+    v.check({"fd", pr.loss, pr.options, pr.shape, "float64"}, [&] { return fd_check(v, pr, rng); });
+    v.check({"fused", pr.loss, pr.options, pr.shape, "float64"},
+            [&] { return fused_check(v, pr, rng); });
+    v.check({"product", pr.loss, pr.options, pr.shape, "float64"},
+            [&] { return product_check(v, lp); });
+  }
+  for (const shard_problem& sp : sharded) {
+    for (const fusedloss_dtype dtype : {FUSEDLOSS_FLOAT64, FUSEDLOSS_FLOAT32}) {
+      v.check({"shards", shard_sweep.loss, sp.options, sp.shape, fusedloss_dtype_string(dtype)},
+              [&] { return shard_check(v, sp, dtype, rng); });
+    }
   }
   golden_checks(v);
 
@@ -901,6 +1591,17 @@ int validate(const settings& s) {
            {FUSEDLOSS_FLOAT32, FUSEDLOSS_FLOAT16, FUSEDLOSS_BFLOAT16}) {
         v.check({"gpu", pr.loss, pr.options, pr.shape, fusedloss_dtype_string(dtype)},
                 [&] { return gpu_check(v, *gpu, pr, dtype, rng); });
+      }
+    }
+    for (const fusedloss_dtype dtype : {FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16}) {
+      for (const linear_problem& lp : linear) {
+        const problem& pr = lp.pr;
+        v.check({"gpu", pr.loss, pr.options, pr.shape, fusedloss_dtype_string(dtype)},
+                [&] { return linear_gpu_check(v, *gpu, lp, dtype, rng); });
+      }
+      for (const shard_problem& sp : sharded) {
+        v.check({"gpu", shard_sweep.loss, sp.options, sp.shape, fusedloss_dtype_string(dtype)},
+                [&] { return shard_gpu_check(v, *gpu, sp, dtype, rng); });
       }
     }
   } else if (s.device == "cuda") {
