@@ -173,7 +173,9 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start_index, vocab_siz
     ``softcap`` 0 or None is off). Every rank must pass the same targets, ``vocab_size`` and
     options; the first call of each configuration checks, with one small all-gather, that the
     slices tile the vocabulary and the options agree, and raises ``ValueError`` on every rank if
-    not. ``validate_targets`` costs one more all-reduce of one integer and a synchronisation.
+    not (a later call in which one rank alone changes its options is a configuration the others
+    have checked already: the ranks then disagree on the collectives, which the check cannot
+    see). ``validate_targets`` costs one more all-reduce of one integer and a synchronisation.
     """
     _check_input(_FN, logits, "logits")
     _check_tensor(_FN, "target", 2, target)
