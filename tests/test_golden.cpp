@@ -69,8 +69,9 @@ class coverage {
         {"-inf logit", [](double v) { return std::isinf(v) && v < 0; }},
         {"+inf logit", [](double v) { return std::isinf(v) && v > 0; }},
         {"NaN logit", [](double v) { return std::isnan(v); }}};
-    for (const auto& [what, pred] : kinds) {
-      expect(what, [&pred](const golden_case& c) { return any_value(c, "logits", pred); });
+    for (const auto& kind : kinds) {
+      const auto& pred = kind.second;  // a structured binding cannot be captured before C++20
+      expect(kind.first, [&pred](const golden_case& c) { return any_value(c, "logits", pred); });
     }
   }
   void expect_empty(const char* size_key) const {
