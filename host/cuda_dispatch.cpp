@@ -128,13 +128,14 @@ fusedloss_status row_workspace(const kernels::row_problem& problem, size_t* byte
 
 // The call is planned once, by run_row_loss; only a refusal plans it again, for the size the
 // message names (the host never forces a tier, so a refusal is the workspace's).
-fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
-                          size_t workspace_bytes, void* stream, fusedloss_error* err) {
-  const cudaError_t e =
-      kernels::run_row_loss(problem, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+// The status of a launch `e` that checked its own workspace: a cudaErrorInvalidValue is sized again
+// (by `size`, only then) to say what the workspace lacks, when that is what it refused.
+template <class Size>
+fusedloss_status launch_status(cudaError_t e, const Size& size, const void* workspace,
+                               size_t workspace_bytes, fusedloss_error* err) {
   if (e == cudaErrorInvalidValue) {
     size_t needed = 0;
-    const cudaError_t sized = kernels::row_workspace_bytes(problem, &needed);
+    const cudaError_t sized = size(&needed);
     if (sized != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, sized);
     if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
         s != FUSEDLOSS_SUCCESS) {
@@ -142,6 +143,15 @@ fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
     }
   }
   return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
+}
+
+fusedloss_status run_rows(const kernels::row_problem& problem, void* workspace,
+                          size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  const cudaError_t e =
+      kernels::run_row_loss(problem, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  return launch_status(
+      e, [&](size_t* bytes) { return kernels::row_workspace_bytes(problem, bytes); }, workspace,
+      workspace_bytes, err);
 }
 
 // The shard calls' work; the invalid-target counter goes to the rank whose slice starts at class
@@ -343,15 +353,10 @@ fusedloss_status run(const fusedloss_linear_cross_entropy_params& p, call c, voi
 
 fusedloss_status run(const fusedloss_cross_entropy_shard_params& p, shard_step step,
                      void* workspace, size_t workspace_bytes, void* stream, fusedloss_error* err) {
+  // Each step checks its workspace before it launches: planned once, sized again on a refusal.
   const kernels::shard_problem problem = shard_problem(p);
-  size_t needed = 0;
-  cudaError_t e = kernels::shard_workspace_bytes(problem, &needed);
-  if (e != cudaSuccess) return FUSEDLOSS_CUDA_FAILURE(err, e);
-  if (const fusedloss_status s = check_workspace(needed, workspace, workspace_bytes, err);
-      s != FUSEDLOSS_SUCCESS) {
-    return s;
-  }
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  cudaError_t e = cudaSuccess;
   switch (step) {
     case shard_step::partial:
       e = kernels::run_shard_partial(problem, workspace, workspace_bytes, cuda_stream);
@@ -363,7 +368,9 @@ fusedloss_status run(const fusedloss_cross_entropy_shard_params& p, shard_step s
       e = kernels::run_shard_finish(problem, workspace, workspace_bytes, cuda_stream);
       break;
   }
-  return e == cudaSuccess ? succeed(err) : FUSEDLOSS_CUDA_FAILURE(err, e);
+  return launch_status(
+      e, [&](size_t* bytes) { return kernels::shard_workspace_bytes(problem, bytes); }, workspace,
+      workspace_bytes, err);
 }
 
 fusedloss_status scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,
