@@ -79,14 +79,45 @@ inline int64_t read_and_clear_counter(int64_t* counter, fusedloss_device device,
 /** @brief The three calls every loss has (the C functions `fusedloss_<loss>_<call>`). */
 enum class call { forward, backward, forward_backward };
 
-// Each loss below: its params type, `make_<loss>_params()` (the init call's defaults), and the
-// overloads workspace_size(p), forward(p, ws, stream), backward(p, ws, stream) and
-// forward_backward(p, ws, stream), which throw fusedloss::error on any status but success. A
-// cudaStream_t converts to the `void*` stream argument. run(p, c, ws, stream) takes the call as a
-// value.
+/** @brief The three shard calls of vocabulary-parallel cross-entropy (the C functions
+ *  `fusedloss_cross_entropy_shard_<step>`), in the order a step runs them. */
+enum class shard_step { partial, rescale, finish };
+
+/** @brief The signature every loss call of the C ABI has: params, workspace and its size, stream,
+ *  error details. */
+template <class Params>
+using c_call = fusedloss_status (*)(const Params*, void*, size_t, void*, fusedloss_error*);
+
+/**
+ * @brief One loss's C entry points, by its params type: the one table through which the C++
+ * layer below, the tests, the tools and the benchmarks reach the C ABI.
+ *
+ * Each specialisation has `name` (the `<loss>` of the C functions' names), `init` (the params
+ * init call), `workspace_size`, and the calls: `forward`, `backward` and `forward_backward`, or
+ * for cross_entropy_shard_params `partial`, `rescale` and `finish`.
+ */
+template <class Params>
+struct c_api;
 
 /** @brief The params of BCE with logits (the C struct). */
 using bce_params = fusedloss_bce_params;
+
+/** @brief The C entry points of BCE with logits. */
+template <>
+struct c_api<fusedloss_bce_params> {
+  static constexpr const char* name = "bce"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_bce_params_init */
+  static constexpr void (*init)(fusedloss_bce_params*) = fusedloss_bce_params_init;
+  /** @brief fusedloss_bce_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(
+      const fusedloss_bce_params*, size_t*, fusedloss_error*) = fusedloss_bce_workspace_size;
+  static constexpr c_call<fusedloss_bce_params> forward =
+      fusedloss_bce_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_bce_params> backward =
+      fusedloss_bce_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_bce_params> forward_backward = fusedloss_bce_forward_backward;
+};
 
 /** @brief BCE with logits's params with the defaults of fusedloss_bce_params_init. */
 inline bce_params make_bce_params() {
@@ -95,34 +126,28 @@ inline bce_params make_bce_params() {
   return p;
 }
 
-/** @brief fusedloss_bce_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const bce_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_bce_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_bce_forward, throwing on a refusal. */
-inline void forward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_bce_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_bce_backward, throwing on a refusal. */
-inline void backward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_bce_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_bce_forward_backward, throwing on a refusal. */
-inline void forward_backward(const bce_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_bce_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
 /** @brief The params of sigmoid focal loss (the C struct). */
 using sigmoid_focal_params = fusedloss_sigmoid_focal_params;
+
+/** @brief The C entry points of sigmoid focal loss. */
+template <>
+struct c_api<fusedloss_sigmoid_focal_params> {
+  static constexpr const char* name = "sigmoid_focal"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_sigmoid_focal_params_init */
+  static constexpr void (*init)(fusedloss_sigmoid_focal_params*) =
+      fusedloss_sigmoid_focal_params_init;
+  /** @brief fusedloss_sigmoid_focal_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(const fusedloss_sigmoid_focal_params*,
+                                                      size_t*, fusedloss_error*) =
+      fusedloss_sigmoid_focal_workspace_size;
+  static constexpr c_call<fusedloss_sigmoid_focal_params> forward =
+      fusedloss_sigmoid_focal_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_sigmoid_focal_params> backward =
+      fusedloss_sigmoid_focal_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_sigmoid_focal_params> forward_backward =
+      fusedloss_sigmoid_focal_forward_backward;
+};
 
 /** @brief Sigmoid focal loss's params with the defaults of fusedloss_sigmoid_focal_params_init. */
 inline sigmoid_focal_params make_sigmoid_focal_params() {
@@ -131,35 +156,25 @@ inline sigmoid_focal_params make_sigmoid_focal_params() {
   return p;
 }
 
-/** @brief fusedloss_sigmoid_focal_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const sigmoid_focal_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_sigmoid_focal_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_sigmoid_focal_forward, throwing on a refusal. */
-inline void forward(const sigmoid_focal_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_sigmoid_focal_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_sigmoid_focal_backward, throwing on a refusal. */
-inline void backward(const sigmoid_focal_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_sigmoid_focal_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_sigmoid_focal_forward_backward, throwing on a refusal. */
-inline void forward_backward(const sigmoid_focal_params& p, workspace ws = {},
-                             void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_sigmoid_focal_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
 /** @brief The params of MSE (the C struct). */
 using mse_params = fusedloss_mse_params;
+
+/** @brief The C entry points of MSE. */
+template <>
+struct c_api<fusedloss_mse_params> {
+  static constexpr const char* name = "mse"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_mse_params_init */
+  static constexpr void (*init)(fusedloss_mse_params*) = fusedloss_mse_params_init;
+  /** @brief fusedloss_mse_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(
+      const fusedloss_mse_params*, size_t*, fusedloss_error*) = fusedloss_mse_workspace_size;
+  static constexpr c_call<fusedloss_mse_params> forward =
+      fusedloss_mse_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_mse_params> backward =
+      fusedloss_mse_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_mse_params> forward_backward = fusedloss_mse_forward_backward;
+};
 
 /** @brief MSE's params with the defaults of fusedloss_mse_params_init. */
 inline mse_params make_mse_params() {
@@ -168,34 +183,28 @@ inline mse_params make_mse_params() {
   return p;
 }
 
-/** @brief fusedloss_mse_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const mse_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_mse_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_mse_forward, throwing on a refusal. */
-inline void forward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_mse_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_mse_backward, throwing on a refusal. */
-inline void backward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_mse_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_mse_forward_backward, throwing on a refusal. */
-inline void forward_backward(const mse_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_mse_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
 /** @brief The params of cross-entropy (the C struct). */
 using cross_entropy_params = fusedloss_cross_entropy_params;
+
+/** @brief The C entry points of cross-entropy. */
+template <>
+struct c_api<fusedloss_cross_entropy_params> {
+  static constexpr const char* name = "cross_entropy"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_cross_entropy_params_init */
+  static constexpr void (*init)(fusedloss_cross_entropy_params*) =
+      fusedloss_cross_entropy_params_init;
+  /** @brief fusedloss_cross_entropy_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(const fusedloss_cross_entropy_params*,
+                                                      size_t*, fusedloss_error*) =
+      fusedloss_cross_entropy_workspace_size;
+  static constexpr c_call<fusedloss_cross_entropy_params> forward =
+      fusedloss_cross_entropy_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_cross_entropy_params> backward =
+      fusedloss_cross_entropy_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_cross_entropy_params> forward_backward =
+      fusedloss_cross_entropy_forward_backward;
+};
 
 /** @brief Cross-entropy's params with the defaults of fusedloss_cross_entropy_params_init. */
 inline cross_entropy_params make_cross_entropy_params() {
@@ -204,35 +213,28 @@ inline cross_entropy_params make_cross_entropy_params() {
   return p;
 }
 
-/** @brief fusedloss_cross_entropy_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const cross_entropy_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_cross_entropy_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_cross_entropy_forward, throwing on a refusal. */
-inline void forward(const cross_entropy_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_cross_entropy_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_cross_entropy_backward, throwing on a refusal. */
-inline void backward(const cross_entropy_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_cross_entropy_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_cross_entropy_forward_backward, throwing on a refusal. */
-inline void forward_backward(const cross_entropy_params& p, workspace ws = {},
-                             void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_cross_entropy_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
 /** @brief The params of softmax focal loss (the C struct). */
 using softmax_focal_params = fusedloss_softmax_focal_params;
+
+/** @brief The C entry points of softmax focal loss. */
+template <>
+struct c_api<fusedloss_softmax_focal_params> {
+  static constexpr const char* name = "softmax_focal"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_softmax_focal_params_init */
+  static constexpr void (*init)(fusedloss_softmax_focal_params*) =
+      fusedloss_softmax_focal_params_init;
+  /** @brief fusedloss_softmax_focal_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(const fusedloss_softmax_focal_params*,
+                                                      size_t*, fusedloss_error*) =
+      fusedloss_softmax_focal_workspace_size;
+  static constexpr c_call<fusedloss_softmax_focal_params> forward =
+      fusedloss_softmax_focal_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_softmax_focal_params> backward =
+      fusedloss_softmax_focal_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_softmax_focal_params> forward_backward =
+      fusedloss_softmax_focal_forward_backward;
+};
 
 /** @brief Softmax focal loss's params with the defaults of fusedloss_softmax_focal_params_init. */
 inline softmax_focal_params make_softmax_focal_params() {
@@ -241,100 +243,58 @@ inline softmax_focal_params make_softmax_focal_params() {
   return p;
 }
 
-/** @brief fusedloss_softmax_focal_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const softmax_focal_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_softmax_focal_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_softmax_focal_forward, throwing on a refusal. */
-inline void forward(const softmax_focal_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_softmax_focal_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_softmax_focal_backward, throwing on a refusal. */
-inline void backward(const softmax_focal_params& p, workspace ws = {}, void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_softmax_focal_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_softmax_focal_forward_backward, throwing on a refusal. */
-inline void forward_backward(const softmax_focal_params& p, workspace ws = {},
-                             void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_softmax_focal_forward_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
 /** @brief The params of fused linear + cross-entropy (the C struct). */
 using linear_cross_entropy_params = fusedloss_linear_cross_entropy_params;
 
-/** @brief Linear + cross-entropy's params with the defaults of
- *  fusedloss_linear_cross_entropy_params_init. */
+/** @brief The C entry points of fused linear + cross-entropy. */
+template <>
+struct c_api<fusedloss_linear_cross_entropy_params> {
+  static constexpr const char* name = "linear_cross_entropy"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_linear_cross_entropy_params_init */
+  static constexpr void (*init)(fusedloss_linear_cross_entropy_params*) =
+      fusedloss_linear_cross_entropy_params_init;
+  /** @brief fusedloss_linear_cross_entropy_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(const fusedloss_linear_cross_entropy_params*,
+                                                      size_t*, fusedloss_error*) =
+      fusedloss_linear_cross_entropy_workspace_size;
+  static constexpr c_call<fusedloss_linear_cross_entropy_params> forward =
+      fusedloss_linear_cross_entropy_forward; /**< the forward call */
+  static constexpr c_call<fusedloss_linear_cross_entropy_params> backward =
+      fusedloss_linear_cross_entropy_backward; /**< the backward call */
+  /** @brief the fused forward + backward call */
+  static constexpr c_call<fusedloss_linear_cross_entropy_params> forward_backward =
+      fusedloss_linear_cross_entropy_forward_backward;
+};
+
+/** @brief Fused linear + cross-entropy's params with the defaults of
+ * fusedloss_linear_cross_entropy_params_init. */
 inline linear_cross_entropy_params make_linear_cross_entropy_params() {
   linear_cross_entropy_params p;
   fusedloss_linear_cross_entropy_params_init(&p);
   return p;
 }
 
-/** @brief fusedloss_linear_cross_entropy_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const linear_cross_entropy_params& p) {
-  fusedloss_error e;
-  size_t bytes = 0;
-  throw_on_error(fusedloss_linear_cross_entropy_workspace_size(&p, &bytes, &e), e);
-  return bytes;
-}
-
-/** @brief fusedloss_linear_cross_entropy_forward, throwing on a refusal. */
-inline void forward(const linear_cross_entropy_params& p, workspace ws = {},
-                    void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_linear_cross_entropy_forward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_linear_cross_entropy_backward, throwing on a refusal. */
-inline void backward(const linear_cross_entropy_params& p, workspace ws = {},
-                     void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_linear_cross_entropy_backward(&p, ws.data, ws.bytes, stream, &e), e);
-}
-
-/** @brief fusedloss_linear_cross_entropy_forward_backward, throwing on a refusal. */
-inline void forward_backward(const linear_cross_entropy_params& p, workspace ws = {},
-                             void* stream = nullptr) {
-  fusedloss_error e;
-  throw_on_error(fusedloss_linear_cross_entropy_forward_backward(&p, ws.data, ws.bytes, stream, &e),
-                 e);
-}
-
-/**
- * @brief Runs call `c` of the loss whose params `p` are (any of the params types above).
- * @param p the params; @param c the call; @param ws the workspace; @param stream the stream.
- * @throws fusedloss::error on any status but success.
- */
-template <class Params>
-void run(const Params& p, call c, workspace ws = {}, void* stream = nullptr) {
-  switch (c) {
-    case call::forward:
-      forward(p, ws, stream);
-      break;
-    case call::backward:
-      backward(p, ws, stream);
-      break;
-    case call::forward_backward:
-      forward_backward(p, ws, stream);
-      break;
-  }
-}
-
-/** @brief The three shard calls of vocabulary-parallel cross-entropy (the C functions
- *  `fusedloss_cross_entropy_shard_<step>`), in the order a step runs them. */
-enum class shard_step { partial, rescale, finish };
-
 /** @brief The params of one rank's share of vocabulary-parallel cross-entropy (the C struct). */
 using cross_entropy_shard_params = fusedloss_cross_entropy_shard_params;
+
+/** @brief The C entry points of vocabulary-parallel cross-entropy's shard calls. */
+template <>
+struct c_api<fusedloss_cross_entropy_shard_params> {
+  static constexpr const char* name = "cross_entropy_shard"; /**< the C functions' `<loss>` */
+  /** @brief fusedloss_cross_entropy_shard_params_init */
+  static constexpr void (*init)(fusedloss_cross_entropy_shard_params*) =
+      fusedloss_cross_entropy_shard_params_init;
+  /** @brief fusedloss_cross_entropy_shard_workspace_size */
+  static constexpr fusedloss_status (*workspace_size)(const fusedloss_cross_entropy_shard_params*,
+                                                      size_t*, fusedloss_error*) =
+      fusedloss_cross_entropy_shard_workspace_size;
+  static constexpr c_call<fusedloss_cross_entropy_shard_params> partial =
+      fusedloss_cross_entropy_shard_partial; /**< partial */
+  static constexpr c_call<fusedloss_cross_entropy_shard_params> rescale =
+      fusedloss_cross_entropy_shard_rescale; /**< rescale */
+  static constexpr c_call<fusedloss_cross_entropy_shard_params> finish =
+      fusedloss_cross_entropy_shard_finish; /**< finish */
+};
 
 /** @brief A shard's params with the defaults of fusedloss_cross_entropy_shard_params_init. */
 inline cross_entropy_shard_params make_cross_entropy_shard_params() {
@@ -343,12 +303,60 @@ inline cross_entropy_shard_params make_cross_entropy_shard_params() {
   return p;
 }
 
-/** @brief fusedloss_cross_entropy_shard_workspace_size, throwing on a refusal. */
-inline size_t workspace_size(const cross_entropy_shard_params& p) {
+/** @brief The C function of call `c` of the loss whose params type is `Params`.
+ *  @param c the call. @return fusedloss_<loss>_<call>. */
+template <class Params>
+constexpr c_call<Params> entry_point(call c) {
+  switch (c) {
+    case call::forward:
+      return c_api<Params>::forward;
+    case call::backward:
+      return c_api<Params>::backward;
+    case call::forward_backward:
+      break;
+  }
+  return c_api<Params>::forward_backward;
+}
+
+/** @brief The C function of shard call `step`. @param step the call.
+ *  @return fusedloss_cross_entropy_shard_<step>. */
+constexpr c_call<cross_entropy_shard_params> entry_point(shard_step step) {
+  using api = c_api<cross_entropy_shard_params>;
+  switch (step) {
+    case shard_step::partial:
+      return api::partial;
+    case shard_step::rescale:
+      return api::rescale;
+    case shard_step::finish:
+      break;
+  }
+  return api::finish;
+}
+
+// The throwing calls, for every params type above. A cudaStream_t converts to the `void*` stream
+// argument.
+
+/**
+ * @brief The workspace a call with `p` needs (fusedloss_<loss>_workspace_size).
+ * @param p the params. @return the bytes. @throws fusedloss::error on a refusal.
+ */
+template <class Params>
+size_t workspace_size(const Params& p) {
   fusedloss_error e;
   size_t bytes = 0;
-  throw_on_error(fusedloss_cross_entropy_shard_workspace_size(&p, &bytes, &e), e);
+  throw_on_error(c_api<Params>::workspace_size(&p, &bytes, &e), e);
   return bytes;
+}
+
+/**
+ * @brief Runs call `c` of the loss whose params `p` are (fusedloss_<loss>_<call>).
+ * @param p the params; @param c the call; @param ws the workspace; @param stream the stream.
+ * @throws fusedloss::error on any status but success.
+ */
+template <class Params>
+void run(const Params& p, call c, workspace ws = {}, void* stream = nullptr) {
+  fusedloss_error e;
+  throw_on_error(entry_point<Params>(c)(&p, ws.data, ws.bytes, stream, &e), e);
 }
 
 /**
@@ -359,19 +367,28 @@ inline size_t workspace_size(const cross_entropy_shard_params& p) {
 inline void run(const cross_entropy_shard_params& p, shard_step step, workspace ws = {},
                 void* stream = nullptr) {
   fusedloss_error e;
-  fusedloss_status s = FUSEDLOSS_SUCCESS;
-  switch (step) {
-    case shard_step::partial:
-      s = fusedloss_cross_entropy_shard_partial(&p, ws.data, ws.bytes, stream, &e);
-      break;
-    case shard_step::rescale:
-      s = fusedloss_cross_entropy_shard_rescale(&p, ws.data, ws.bytes, stream, &e);
-      break;
-    case shard_step::finish:
-      s = fusedloss_cross_entropy_shard_finish(&p, ws.data, ws.bytes, stream, &e);
-      break;
-  }
-  throw_on_error(s, e);
+  throw_on_error(entry_point(step)(&p, ws.data, ws.bytes, stream, &e), e);
+}
+
+/** @brief run(p, call::forward, ws, stream). @param p the params; @param ws the workspace;
+ *  @param stream the stream. @throws fusedloss::error on any status but success. */
+template <class Params>
+void forward(const Params& p, workspace ws = {}, void* stream = nullptr) {
+  run(p, call::forward, ws, stream);
+}
+
+/** @brief run(p, call::backward, ws, stream). @param p the params; @param ws the workspace;
+ *  @param stream the stream. @throws fusedloss::error on any status but success. */
+template <class Params>
+void backward(const Params& p, workspace ws = {}, void* stream = nullptr) {
+  run(p, call::backward, ws, stream);
+}
+
+/** @brief run(p, call::forward_backward, ws, stream). @param p the params; @param ws the
+ *  workspace; @param stream the stream. @throws fusedloss::error on any status but success. */
+template <class Params>
+void forward_backward(const Params& p, workspace ws = {}, void* stream = nullptr) {
+  run(p, call::forward_backward, ws, stream);
 }
 
 }  // namespace fusedloss
