@@ -24,7 +24,7 @@ Oracles (docs/DESIGN.md, decisions 9-10):
   (NaN with NaN, infinities exactly). A case whose inputs make the float64 oracle inexact (a
   confident row whose tiny loss cancels) fails that check rather than going into a golden.
 
-File format (read by tools/checks/golden.cpp), one record per case:
+File format (read by tests/support/golden.cpp), one record per case:
 
     case <name>
     loss <bce|sigmoid_focal|mse|cross_entropy|softmax_focal>

@@ -57,6 +57,10 @@ struct tolerance {
   bool accepts(double got, double want) const;
 };
 
+/// The dtype of the loss, LSE and z-loss outputs (and of an upstream gradient) for logits of
+/// `logits_dtype`: float64 for float64 logits, float32 for every other.
+fusedloss_dtype loss_dtype_of(fusedloss_dtype logits_dtype);
+
 /// The tolerance for comparing a double-precision result rounded to `dtype` against an exact one:
 /// one unit in the last place of the dtype relative (the rounding, plus a margin for the
 /// reference's own double error), and the dtype's smallest subnormal absolute.

@@ -1,3 +1,5 @@
+// The golden files of golden.hpp: their reader, and the runner that replays a case through the C
+// API.
 #include "golden.hpp"
 
 #include <algorithm>
@@ -13,7 +15,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "dtype.hpp"
+#include "value_codec.hpp"
 
 namespace fusedloss::checks {
 
@@ -300,7 +302,7 @@ class staged {
   size_t count() const { return count_; }
   /// Whether element i still holds the poison (all bytes 0xFF).
   bool poisoned(size_t i) const {
-    const size_t size = host::dtype_size(host_.dtype());
+    const size_t size = dtype_size(host_.dtype());
     const auto* p = static_cast<const unsigned char*>(host_.data()) + i * size;
     for (size_t b = 0; b < size; ++b) {
       if (p[b] != 0xFF) return false;
@@ -309,7 +311,7 @@ class staged {
   }
 
  private:
-  size_t bytes() const { return host_.size() * host::dtype_size(host_.dtype()); }
+  size_t bytes() const { return host_.size() * dtype_size(host_.dtype()); }
   buffer host_;
   size_t count_ = 0;
   const device_memory* memory_ = nullptr;
@@ -547,7 +549,7 @@ std::vector<golden_result> run_element(const golden_case& c, const loss_api<P>& 
   runner r{c,
            memory,
            p.logits_dtype,
-           host::loss_dtype(p.logits_dtype),
+           loss_dtype_of(p.logits_dtype),
            p.reduction == FUSEDLOSS_REDUCTION_NONE,
            m,
            m,
@@ -585,7 +587,7 @@ std::vector<golden_result> run_rows(const golden_case& c, const loss_api<P>& api
   runner r{c,
            memory,
            p.logits_dtype,
-           host::loss_dtype(p.logits_dtype),
+           loss_dtype_of(p.logits_dtype),
            p.reduction == FUSEDLOSS_REDUCTION_NONE,
            n * s,
            inner,

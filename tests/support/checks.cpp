@@ -1,26 +1,16 @@
+// The buffers, random inputs, finite differences and tolerances of checks.hpp.
 #include "checks.hpp"
 
 #include <algorithm>
-#include <cstring>
 
-#include "dtype.hpp"
+#include "value_codec.hpp"
 
 namespace fusedloss::checks {
 
 buffer::buffer(fusedloss_dtype dtype, const std::vector<double>& values)
-    : dtype_(dtype), count_(values.size()), bytes_(values.size() * host::dtype_size(dtype)) {
+    : dtype_(dtype), count_(values.size()), bytes_(values.size() * dtype_size(dtype)) {
   for (size_t i = 0; i < values.size(); ++i) {
-    if (host::is_integer(dtype)) {
-      const auto v = static_cast<int64_t>(values[i]);
-      if (dtype == FUSEDLOSS_INT32) {
-        const auto v32 = static_cast<int32_t>(v);
-        std::memcpy(bytes_.data() + 4 * i, &v32, 4);
-      } else {
-        std::memcpy(bytes_.data() + 8 * i, &v, 8);
-      }
-    } else {
-      host::store(bytes_.data(), dtype, static_cast<int64_t>(i), values[i]);
-    }
+    encode(dtype, values[i], bytes_.data() + i * dtype_size(dtype));
   }
 }
 
@@ -28,12 +18,12 @@ buffer buffer::poisoned(fusedloss_dtype dtype, size_t count) {
   buffer b;
   b.dtype_ = dtype;
   b.count_ = count;
-  b.bytes_.assign(count * host::dtype_size(dtype), 0xFF);
+  b.bytes_.assign(count * dtype_size(dtype), 0xFF);
   return b;
 }
 
 double buffer::operator[](size_t i) const {
-  return host::load(bytes_.data(), dtype_, static_cast<int64_t>(i));
+  return decode(dtype_, bytes_.data() + i * dtype_size(dtype_));
 }
 
 std::vector<double> buffer::values() const {
@@ -79,6 +69,10 @@ bool tolerance::accepts(double got, double want) const {
   if (std::isnan(want) || std::isnan(got)) return std::isnan(want) && std::isnan(got);
   if (std::isinf(want) || std::isinf(got)) return got == want;
   return std::fabs(got - want) <= atol + rtol * std::fabs(want);
+}
+
+fusedloss_dtype loss_dtype_of(fusedloss_dtype logits_dtype) {
+  return logits_dtype == FUSEDLOSS_FLOAT64 ? FUSEDLOSS_FLOAT64 : FUSEDLOSS_FLOAT32;
 }
 
 tolerance rounding_tolerance(fusedloss_dtype dtype) {
