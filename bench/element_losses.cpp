@@ -1,6 +1,6 @@
 // Benchmarks of the element losses' CUDA calls (BCE with logits, sigmoid focal, MSE), and the
 // device-to-device copy that each result is compared with; main(), which picks the mode (CUDA, or
-// the CPU reference: see bench_support.hpp).
+// the CPU reference: see mode.hpp).
 //
 // Rows: `copy` first (its bandwidth is the reference), then for each shape (2^24 elements, a
 // detection-like 100000 anchors x 80 classes, 2^28 elements), dtype (float32, bfloat16, float16),
@@ -12,8 +12,8 @@
 // - forward_backward: logits read + targets read + gradient written = 3 * numel * sizeof(dtype);
 // - forward: logits read + targets read = 2 * numel * sizeof(dtype);
 // the 4-byte loss and the per-block partial sums in the workspace are left out (a few KB).
-// See bench_support.hpp for the timing method. With FUSEDLOSS_BENCH_DEVICE=cpu, or without a usable
-// CUDA device, the same rows run on the CPU reference at small sizes (bench_support.hpp); without a
+// See session.hpp for the timing method. With FUSEDLOSS_BENCH_DEVICE=cpu, or without a usable CUDA
+// device, the same rows run on the CPU reference at small sizes (mode.hpp); without a
 // device and with FUSEDLOSS_REQUIRE_GPU set (as gpu-check.sh runs it) or
 // FUSEDLOSS_BENCH_DEVICE=cuda, the binary exits 1 instead.
 #include <cinttypes>
@@ -23,14 +23,19 @@
 #include <string>
 #include <vector>
 
-#include "bench_support.hpp"
-#include "fusedloss/fusedloss.h"
+#include "calls.hpp"
+#include "counters.hpp"
+#include "fusedloss/fusedloss.hpp"
+#include "inputs.hpp"
+#include "memory.hpp"
+#include "mode.hpp"
+#include "registry.hpp"
+#include "session.hpp"
 
 namespace fusedloss::bench {
 namespace {
 
 enum class loss_kind { bce, sigmoid_focal, mse };
-enum class which_call { forward_backward, forward };
 
 const char* loss_name(loss_kind k) {
   switch (k) {
@@ -41,10 +46,6 @@ const char* loss_name(loss_kind k) {
     default:
       return "mse";
   }
-}
-
-const char* call_name(which_call c) {
-  return c == which_call::forward_backward ? "forward_backward" : "forward";
 }
 
 struct shape {
@@ -62,12 +63,12 @@ const shape kShapes[] = {
 
 constexpr fusedloss_dtype kDtypes[] = {FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16, FUSEDLOSS_FLOAT16};
 constexpr loss_kind kLosses[] = {loss_kind::bce, loss_kind::sigmoid_focal, loss_kind::mse};
-constexpr which_call kCalls[] = {which_call::forward_backward, which_call::forward};
+constexpr call kCalls[] = {call::forward_backward, call::forward};
 
 struct element_case {
   loss_kind kind;
   fusedloss_dtype dtype;
-  which_call call;
+  fusedloss::call call;
   shape where;
 
   /// The elements run: where.numel on the GPU, fewer rows of where.classes on the CPU.
@@ -83,7 +84,7 @@ struct element_case {
            size_label(where.label, where.numel / where.classes, where.classes);
   }
   double bytes() const {
-    const int arrays = call == which_call::forward_backward ? 3 : 2;
+    const int arrays = call == fusedloss::call::forward_backward ? 3 : 2;
     return static_cast<double>(arrays) * static_cast<double>(numel()) *
            static_cast<double>(dtype_bytes(dtype));
   }
@@ -94,7 +95,7 @@ template <class Params>
 void set_classes(Params&, int64_t) {}
 
 template <class Params>
-void run_element(benchmark::State& state, const element_case& c, const loss_api<Params>& api) {
+void run_element(benchmark::State& state, const element_case& c) {
   session& s = session::get();
   state.SetLabel(c.label());
   if (!s.error().empty()) {
@@ -113,7 +114,7 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   }
 
   Params p;
-  api.init(&p);
+  c_api<Params>::init(&p);
   p.device = run_device();
   p.numel = c.numel();
   set_classes(p, c.where.classes);
@@ -123,20 +124,15 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
   p.targets_dtype = c.dtype;
   p.reduction = FUSEDLOSS_REDUCTION_MEAN;
   p.loss = loss.data();
-  p.grad_logits = c.call == which_call::forward_backward ? in.grad() : nullptr;
+  p.grad_logits = c.call == call::forward_backward ? in.grad() : nullptr;
 
   device_buffer workspace;
-  if (!allocate_workspace(state, api.workspace_size, p, workspace)) return;
+  if (!allocate_workspace(state, p, workspace)) return;
   fusedloss_error err{};
 
-  const auto function = c.call == which_call::forward_backward ? api.forward_backward : api.forward;
-  const char* function_name = call_name(c.call);
-  const auto call = [&]() -> std::string {
-    const fusedloss_status st = function(&p, workspace.data(), workspace.bytes(), s.stream(), &err);
-    return st == FUSEDLOSS_SUCCESS ? std::string() : status_text(function_name, st, err);
-  };
-
-  const double seconds = timed_loop(state, call);
+  const std::vector<c_step<Params>> steps = {step_of<Params>(c.call)};
+  const double seconds =
+      timed_loop(state, [&] { return call_in_order(steps, p, workspace, s.stream(), &err); });
   if (seconds < 0) return;
 
   if (!record_loss(state, static_cast<const float*>(loss.data()))) return;
@@ -146,13 +142,13 @@ void run_element(benchmark::State& state, const element_case& c, const loss_api<
 void element_benchmark(benchmark::State& state, const element_case& c) {
   switch (c.kind) {
     case loss_kind::bce:
-      run_element(state, c, FUSEDLOSS_BENCH_API(bce));
+      run_element<bce_params>(state, c);
       break;
     case loss_kind::sigmoid_focal:
-      run_element(state, c, FUSEDLOSS_BENCH_API(sigmoid_focal));
+      run_element<sigmoid_focal_params>(state, c);
       break;
     default:
-      run_element(state, c, FUSEDLOSS_BENCH_API(mse));
+      run_element<mse_params>(state, c);
   }
 }
 
@@ -190,7 +186,7 @@ void register_benchmarks() {
   for (const shape& where : kShapes) {
     for (fusedloss_dtype dtype : kDtypes) {
       for (loss_kind kind : kLosses) {
-        for (which_call call : kCalls) add_element({kind, dtype, call, where});
+        for (call which : kCalls) add_element({kind, dtype, which, where});
       }
     }
   }
@@ -198,8 +194,8 @@ void register_benchmarks() {
   const shape detection{"det1048576x80", "2^20x80", int64_t{80} << 20, 80};
   const shape multilabel{"multilabel65536x1024", "65536x1024", int64_t{1} << 26, 1024};
   for (fusedloss_dtype dtype : {FUSEDLOSS_FLOAT32, FUSEDLOSS_BFLOAT16}) {
-    add_element({loss_kind::sigmoid_focal, dtype, which_call::forward_backward, detection});
-    add_element({loss_kind::bce, dtype, which_call::forward_backward, multilabel});
+    add_element({loss_kind::sigmoid_focal, dtype, call::forward_backward, detection});
+    add_element({loss_kind::bce, dtype, call::forward_backward, multilabel});
   }
   register_row_benchmarks();  // bench/row_losses.cpp: after the copy and element rows
 }

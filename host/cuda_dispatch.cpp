@@ -99,6 +99,8 @@ kernels::row_problem row_problem(const Params& p, kernels::row_loss kind, call c
   return e;
 }
 
+}  // namespace
+
 kernels::row_problem cross_entropy_problem(const fusedloss_cross_entropy_params& p, call c) {
   kernels::row_problem e =
       row_problem(p,
@@ -119,6 +121,8 @@ kernels::row_problem softmax_focal_problem(const fusedloss_softmax_focal_params&
   e.gamma = static_cast<float>(p.gamma);
   return e;
 }
+
+namespace {
 
 fusedloss_status row_workspace(const kernels::row_problem& problem, size_t* bytes,
                                fusedloss_error* err) {
