@@ -16,11 +16,6 @@
 
 namespace fusedloss::bench {
 
-/// The call's name, as the C function ends and as the rows' names say it.
-const char* call_name(call c);
-/// The shard call's name, as the C function ends.
-const char* step_name(shard_step step);
-
 /// "function: status (message)", for a row that fails on a call's status.
 std::string status_text(const char* function, fusedloss_status s, const fusedloss_error& err);
 
@@ -51,10 +46,10 @@ struct c_step {
 
 template <class Params>
 c_step<Params> step_of(call c) {
-  return {entry_point<Params>(c), call_name(c)};
+  return {entry_point<Params>(c), fusedloss::name(c)};
 }
 inline c_step<cross_entropy_shard_params> step_of(shard_step step) {
-  return {entry_point(step), step_name(step)};
+  return {entry_point(step), fusedloss::name(step)};
 }
 
 /// Calls `steps` in order with `p`, the workspace and `stream`, stopping at the first refusal;

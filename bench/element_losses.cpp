@@ -76,12 +76,12 @@ struct element_case {
     return run_batch(where.numel / where.classes, where.classes) * where.classes;
   }
   std::string name() const {
-    return std::string(loss_name(kind)) + "/" + dtype_label(dtype) + "/" + call_name(call) + "/" +
-           where.name;
+    return std::string(loss_name(kind)) + "/" + dtype_label(dtype) + "/" + fusedloss::name(call) +
+           "/" + where.name;
   }
   std::string label() const {
-    return std::string(loss_name(kind)) + " " + dtype_label(dtype) + " " + call_name(call) + " " +
-           size_label(where.label, where.numel / where.classes, where.classes);
+    return std::string(loss_name(kind)) + " " + dtype_label(dtype) + " " + fusedloss::name(call) +
+           " " + size_label(where.label, where.numel / where.classes, where.classes);
   }
   double bytes() const {
     const int arrays = call == fusedloss::call::forward_backward ? 3 : 2;

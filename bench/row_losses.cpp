@@ -186,7 +186,7 @@ struct row_case {
   /// What the name and label say is timed: the call, or the scenario when it is not one call.
   const char* timed() const {
     return scenario == row_scenario::forward_then_backward ? "forward_then_backward"
-                                                           : call_name(call);
+                                                           : fusedloss::name(call);
   }
   std::string shape_label() const {
     return size_label(std::to_string(where.batch) + " x " + std::to_string(where.classes),

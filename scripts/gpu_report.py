@@ -198,8 +198,12 @@ def bench_rows(path):
                      "unit": b.get("time_unit", "us"),
                      "gbps": b["bytes"] / 1e9 if "bytes" in b else None,
                      "frac": b.get("frac_of_copy"), "speedup": b.get("speedup_vs_separate"),
-                     "error": b.get("error_message") if b.get("error_occurred") else None,
-                     "skipped": b.get("skip_message")})
+                     "error": None, "skipped": None})
+        if b.get("error_occurred"):
+            # A row that does not apply (a tier that cannot hold the shape) says "skipped: why".
+            message = b.get("error_message") or ""
+            key = "skipped" if message.startswith("skipped: ") else "error"
+            rows[-1][key] = message.removeprefix("skipped: ") or message
     return {"context": data.get("context", {}), "rows": rows}
 
 

@@ -83,6 +83,34 @@ enum class call { forward, backward, forward_backward };
  *  `fusedloss_cross_entropy_shard_<step>`), in the order a step runs them. */
 enum class shard_step { partial, rescale, finish };
 
+/** @brief The call's name as the C functions spell it. @param c the call.
+ *  @return "forward", "backward" or "forward_backward". */
+constexpr const char* name(call c) {
+  switch (c) {
+    case call::forward:
+      return "forward";
+    case call::backward:
+      return "backward";
+    case call::forward_backward:
+      break;
+  }
+  return "forward_backward";
+}
+
+/** @brief The shard call's name as the C functions spell it. @param step the call.
+ *  @return "partial", "rescale" or "finish". */
+constexpr const char* name(shard_step step) {
+  switch (step) {
+    case shard_step::partial:
+      return "partial";
+    case shard_step::rescale:
+      return "rescale";
+    case shard_step::finish:
+      break;
+  }
+  return "finish";
+}
+
 /** @brief The signature every loss call of the C ABI has: params, workspace and its size, stream,
  *  error details. */
 template <class Params>

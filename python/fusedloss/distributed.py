@@ -21,9 +21,10 @@ import torch
 import torch.distributed as dist
 
 from . import _abi
-from .functional import (_DTYPES, _check_count, _check_device, _check_input, _check_tensor,
-                         _class_vector, _empty_mean, _grad_scale, _ignore_index, _no_gradient_for,
-                         _number, _reduction, _scale_gradient, _workspace)
+from ._checks import (_check_count, _check_device, _check_input, _check_tensor, _class_vector,
+                      _empty_mean, _grad_scale, _ignore_index, _no_gradient_for, _number,
+                      _reduction)
+from ._engine import _DTYPES, _Options, _refuse_transforms, _scale_gradient, _workspace
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -65,13 +66,12 @@ def _check_layout(group, logits, vocab_start, width, vocab_size, options):
     _checked_layouts.add(key)
 
 
-def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, ints, floats,
+def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, options,
              compute_grad):
-    """The three shard calls with the two all-reduces between them. ``ints`` is [reduction,
-    empty_mean, ignore_index, validate_targets]; ``floats`` [grad_scale, label_smoothing, z_loss,
-    softcap]. Returns (loss, z-loss term, gradient or an empty tensor)."""
+    """The three shard calls with the two all-reduces between them, with ``options`` (an
+    _Options: the reduction, target and cross-entropy options, the grad scale). Returns (loss,
+    z-loss term, gradient or an empty tensor)."""
     lib = _abi.load()
-    reduction, empty_mean, ignore_index, validate_targets = ints
     cuda = logits.device.type == "cuda"
     n, width = logits.shape
     p = lib.params("cross_entropy_shard")
@@ -83,25 +83,27 @@ def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, ints
     p.targets, p.targets_dtype = target.data_ptr(), _DTYPES[target.dtype]
     if weight is not None:
         p.weight = weight.data_ptr()
-    p.ignore_index = ignore_index
-    p.label_smoothing, p.z_loss, p.softcap = floats[1:]
-    p.reduction, p.empty_mean = reduction, empty_mean
+    p.ignore_index = options.ignore_index
+    p.label_smoothing, p.z_loss = options.label_smoothing, options.z_loss
+    p.softcap = options.softcap
+    p.reduction, p.empty_mean = options.reduction, options.empty_mean
 
     loss_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     device = logits.device
     summary = torch.empty(_abi.SUMMARY_FIELDS * n, dtype=loss_dtype, device=device)
     p.summary = summary.data_ptr()
-    out = torch.empty((n,) if reduction == _NONE else (), dtype=loss_dtype, device=device)
+    out = torch.empty((n,) if options.reduction == _NONE else (), dtype=loss_dtype,
+                      device=device)
     z_loss = torch.empty_like(out)
     p.loss, p.z_loss_out = out.data_ptr(), z_loss.data_ptr()
     grad = torch.empty((n, width) if compute_grad else (0,), dtype=logits.dtype, device=device)
     if compute_grad:
         p.grad_logits, p.grad_row_stride = grad.data_ptr(), width
-        p.grad_scale = floats[0]
+        p.grad_scale = options.grad_scale
         if scale is not None:
             p.grad_scale_ptr = scale.data_ptr()
     counter = None
-    if validate_targets:
+    if options.validate_targets:
         counter = torch.zeros((), dtype=torch.int64, device=device)
         p.invalid_target_count = counter.data_ptr()
 
@@ -116,7 +118,7 @@ def _compute(logits, target, weight, scale, group, vocab_start, vocab_size, ints
         if counter is not None:
             # The rank whose slice starts at class 0 counts; the sum tells every rank alike.
             dist.all_reduce(counter, op=dist.ReduceOp.SUM, group=group)
-            _check_count(_FN, int(counter), ignore_index, vocab_size)
+            _check_count(_FN, int(counter), options.ignore_index, vocab_size)
     return out.to(logits.dtype), z_loss.to(logits.dtype), grad
 
 
@@ -125,13 +127,13 @@ class _VocabParallelLoss(torch.autograd.Function):
     scales the kept shard gradient by grad_output, as the other losses' autograd function does."""
 
     @staticmethod
-    def forward(ctx, logits, target, weight, scale, group, vocab_start, vocab_size, ints, floats,
+    def forward(ctx, logits, target, weight, scale, group, vocab_start, vocab_size, options,
                 compute_grad):
         out, z_loss, grad = _compute(logits, target, weight, scale, group, vocab_start,
-                                     vocab_size, ints, floats, compute_grad)
+                                     vocab_size, options, compute_grad)
         ctx.mark_non_differentiable(z_loss, grad)
         ctx.save_for_backward(grad)
-        ctx.row_none = ints[0] == _NONE
+        ctx.row_none = options.reduction == _NONE
         ctx.consumed = False
         return out, z_loss, grad
 
@@ -152,7 +154,7 @@ class _VocabParallelLoss(torch.autograd.Function):
         ctx.consumed = True
         (grad,) = ctx.saved_tensors
         grad = _scale_gradient(grad, grad_output, ctx.row_none)
-        return (grad if ctx.needs_input_grad[0] else None,) + (None,) * 9
+        return (grad if ctx.needs_input_grad[0] else None,) + (None,) * 8
 
 
 def vocab_parallel_cross_entropy(logits, target, *, vocab_start_index, vocab_size, group=None,
@@ -178,6 +180,8 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start_index, vocab_siz
     see). ``validate_targets`` costs one more all-reduce of one integer and a synchronisation.
     """
     _check_input(_FN, logits, "logits")
+    _refuse_transforms(_FN, logits, "it has no torch.func support (its forward runs collectives "
+                       "across the ranks)")
     _check_tensor(_FN, "target", 2, target)
     _check_device(logits, target)
     if logits.dim() == 0:
@@ -203,18 +207,21 @@ def vocab_parallel_cross_entropy(logits, target, *, vocab_start_index, vocab_siz
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     cap = 0.0 if softcap is None or softcap == 0 else _number(_FN, "softcap", softcap, 0.0,
                                                               exclusive=True)
-    options = (float(label_smoothing), _number(_FN, "z_loss", z_loss, 0.0), cap)
-    reduction_code, empty_code = _reduction(reduction), _empty_mean(empty_mean)
+    options = _Options(reduction=_reduction(reduction), empty_mean=_empty_mean(empty_mean),
+                       ignore_index=ignore_index, validate_targets=bool(validate_targets),
+                       return_z_loss=bool(return_z_loss), label_smoothing=float(label_smoothing),
+                       z_loss=_number(_FN, "z_loss", z_loss, 0.0), softcap=cap)
     if group is None:
         group = dist.group.WORLD
     _check_layout(group, rows, vocab_start_index, width, vocab_size,
-                  (ignore_index, *options, reduction_code, empty_code, int(weight is not None)))
+                  (options.ignore_index, options.label_smoothing, options.z_loss, options.softcap,
+                   options.reduction, options.empty_mean, int(weight is not None)))
     scale, scale_value = _grad_scale(_FN, grad_scale, rows)
-    ints = [reduction_code, empty_code, ignore_index, int(bool(validate_targets))]
+    options = options._replace(grad_scale=scale_value)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
     out, z_term, _ = _VocabParallelLoss.apply(
         rows, target.reshape(-1).contiguous(), weight, scale, group, vocab_start_index,
-        vocab_size, ints, [scale_value, *options], compute_grad)
-    if reduction_code == _NONE:
+        vocab_size, options, compute_grad)
+    if options.reduction == _NONE:
         out, z_term = out.reshape(shape), z_term.reshape(shape)
     return (out, z_term) if return_z_loss else out

@@ -14,9 +14,10 @@ logits chunk by chunk.
 import torch
 
 from . import _abi
-from .functional import (_DTYPES, _check_count, _check_device, _check_input, _check_tensor,
-                         _class_vector, _empty_mean, _grad_scale, _ignore_index, _no_gradient_for,
-                         _number, _reduction, _scale_gradient, _workspace)
+from ._checks import (_check_count, _check_device, _check_input, _check_tensor, _class_vector,
+                      _empty_mean, _grad_scale, _ignore_index, _no_gradient_for, _number,
+                      _reduction)
+from ._engine import _DTYPES, _Options, _refuse_transforms, _scale_gradient, _workspace
 
 __all__ = ["linear_cross_entropy"]
 
@@ -24,15 +25,13 @@ _FN = "linear_cross_entropy"
 _NONE = _abi.REDUCTIONS["none"]
 
 
-def _call(name, input, linear_weight, linear_bias, target, weight, scale, options, wants,
-          grad_output=None):
-    """Runs ``fusedloss_linear_cross_entropy_<name>``. ``options`` is (reduction, empty_mean,
-    ignore_index, validate_targets, max_workspace_bytes, grad_scale, label_smoothing, z_loss,
-    softcap); ``wants`` says which of (grad_input, grad_linear_weight, grad_linear_bias) to
-    write. Returns (loss, z-loss term, the three gradients or None)."""
+def _call(name, input, linear_weight, linear_bias, target, weight, scale, options,
+          max_workspace_bytes, wants, grad_output=None):
+    """Runs ``fusedloss_linear_cross_entropy_<name>`` with ``options`` (an _Options: the reduction,
+    target and cross-entropy options, the grad scale) and the chunk buffer's bound; ``wants``
+    says which of (grad_input, grad_linear_weight, grad_linear_bias) to write. Returns (loss,
+    z-loss term, the three gradients or None)."""
     lib = _abi.load()
-    (reduction, empty_mean, ignore_index, validate_targets, max_workspace_bytes, grad_scale,
-     label_smoothing, z_loss, softcap) = options
     cuda = input.device.type == "cuda"
     device = input.device
     n, h = input.shape
@@ -47,13 +46,14 @@ def _call(name, input, linear_weight, linear_bias, target, weight, scale, option
     p.targets, p.targets_dtype = target.data_ptr(), _DTYPES[target.dtype]
     if weight is not None:
         p.weight = weight.data_ptr()
-    p.ignore_index = ignore_index
-    p.label_smoothing, p.z_loss, p.softcap = label_smoothing, z_loss, softcap
-    p.reduction, p.empty_mean = reduction, empty_mean
+    p.ignore_index = options.ignore_index
+    p.label_smoothing, p.z_loss = options.label_smoothing, options.z_loss
+    p.softcap = options.softcap
+    p.reduction, p.empty_mean = options.reduction, options.empty_mean
     p.max_workspace_bytes = max_workspace_bytes
 
     loss_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    shape = (n,) if reduction == _NONE else ()
+    shape = (n,) if options.reduction == _NONE else ()
     out = torch.empty(shape, dtype=loss_dtype, device=device)
     z_term = torch.empty(shape, dtype=loss_dtype, device=device)
     if name != "backward":
@@ -70,14 +70,14 @@ def _call(name, input, linear_weight, linear_bias, target, weight, scale, option
     if grads[2] is not None:
         p.grad_linear_bias = grads[2].data_ptr()
     if name == "forward_backward":
-        p.grad_scale = grad_scale
+        p.grad_scale = options.grad_scale
         if scale is not None:
             p.grad_scale_ptr = scale.data_ptr()
     if grad_output is not None:
         upstream = grad_output.to(loss_dtype).contiguous()
         p.grad_loss = upstream.data_ptr()
     counter = None
-    if validate_targets and name != "backward":
+    if options.validate_targets and name != "backward":
         counter = torch.zeros((), dtype=torch.int64, device=device)
         p.invalid_target_count = counter.data_ptr()
 
@@ -85,7 +85,7 @@ def _call(name, input, linear_weight, linear_bias, target, weight, scale, option
         lib.call("linear_cross_entropy", name, p, workspace, size, stream)
         if counter is not None:
             _check_count(_FN, lib.read_and_clear_counter(counter.data_ptr(), p.device, stream),
-                         ignore_index, p.num_classes)
+                         options.ignore_index, p.num_classes)
     return out.to(input.dtype), z_term.to(input.dtype), grads
 
 
@@ -94,14 +94,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     none: the backward runs the library's backward with the per-row upstream gradient."""
 
     @staticmethod
-    def forward(ctx, input, linear_weight, linear_bias, target, weight, scale, options, wants):
-        none = options[0] == _NONE
+    def forward(ctx, input, linear_weight, linear_bias, target, weight, scale, options,
+                max_workspace_bytes, wants):
+        none = options.reduction == _NONE
         fused = any(wants) and not none
         out, z_term, grads = _call("forward_backward" if fused else "forward", input,
                                    linear_weight, linear_bias, target, weight, scale, options,
-                                   wants if fused else (False, False, False))
+                                   max_workspace_bytes, wants if fused else (False, False, False))
         ctx.mark_non_differentiable(z_term)
         ctx.none, ctx.wants, ctx.options = none, wants, options
+        ctx.max_workspace_bytes = max_workspace_bytes
         ctx.consumed = False
         if fused:
             ctx.save_for_backward(*[g if g is not None else torch.empty(0) for g in grads])
@@ -130,11 +132,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             _, _, grads = _call("backward", input, linear_weight,
                                 bias if bias.numel() else None, target,
                                 weight if weight.numel() else None, None, ctx.options,
-                                ctx.wants, grad_output=grad_output)
+                                ctx.max_workspace_bytes, ctx.wants, grad_output=grad_output)
         else:
             grads = [_scale_gradient(g, grad_output, False) if want else None
                      for g, want in zip(ctx.saved_tensors, ctx.wants)]
-        return (grads[0], grads[1], grads[2]) + (None,) * 5
+        return (grads[0], grads[1], grads[2]) + (None,) * 6
 
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
@@ -148,6 +150,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     bounds the library's chunk buffer (default 512 MiB), which sets how many rows' logits exist at a
     time. Returns the loss (``target``'s shape under 'none'), in the input's dtype."""
     _check_input(_FN, input)
+    _refuse_transforms(_FN, input, "it has no torch.func support (the element and row losses "
+                       "have it, on PyTorch >= 2.0)")
     _check_tensor(_FN, "linear_weight", 2, linear_weight)
     _check_tensor(_FN, "target", 3, target)
     if input.dim() == 0:
@@ -186,15 +190,17 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                                                               exclusive=True)
     scale, scale_value = _grad_scale(_FN, grad_scale, rows)
     workspace = 0 if max_workspace_bytes is None else int(max_workspace_bytes)
-    options = (_reduction(reduction), _empty_mean(empty_mean), ignore_index,
-               int(bool(validate_targets)), workspace, scale_value, float(label_smoothing),
-               _number(_FN, "z_loss", z_loss, 0.0), cap)
+    options = _Options(reduction=_reduction(reduction), empty_mean=_empty_mean(empty_mean),
+                       ignore_index=ignore_index, validate_targets=bool(validate_targets),
+                       return_z_loss=bool(return_z_loss), grad_scale=scale_value,
+                       label_smoothing=float(label_smoothing),
+                       z_loss=_number(_FN, "z_loss", z_loss, 0.0), softcap=cap)
     grad_enabled = torch.is_grad_enabled()
     wants = tuple(grad_enabled and t is not None and t.requires_grad
                   for t in (input, linear_weight, linear_bias))
     out, z_term = _LinearCrossEntropy.apply(rows, linear_weight.contiguous(), linear_bias,
                                             target.reshape(-1).contiguous(), weight, scale,
-                                            options, wants)
-    if options[0] == _NONE:
+                                            options, workspace, wants)
+    if options.reduction == _NONE:
         out, z_term = out.reshape(target.shape), z_term.reshape(target.shape)
     return (out, z_term) if return_z_loss else out

@@ -7,7 +7,7 @@ input and target, and the keyword-only ``grad_scale`` of the functional form."""
 import torch
 
 from . import functional as F
-from .functional import _empty_mean, _legacy_none, _reduction
+from ._checks import _empty_mean, _legacy_none, _reduction
 from .linear import linear_cross_entropy
 
 __all__ = [

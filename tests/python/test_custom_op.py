@@ -101,9 +101,9 @@ def custom_op(name, mutates_args):
 
 torch.library.custom_op = custom_op
 import fusedloss
-from fusedloss import functional
+from fusedloss import _engine
 
-assert functional._custom_op is not None
+assert _engine._custom_op is not None
 annotations = [p.annotation for p in captured["signature"].parameters.values()]
 assert all(a is not inspect.Parameter.empty for a in annotations), "custom_op needs every hint"
 
@@ -127,13 +127,13 @@ cases = [
 ]
 for run, x, y, target_grad in cases:
     for reduction in ("none", "mean", "sum"):
-        functional._compiling = lambda: True
+        _engine._compiling = lambda: True
         captured["calls"] = []
         xc = x.clone().requires_grad_()
         yc = y.clone().requires_grad_() if target_grad else y
         run(xc, yc, reduction)
         (args,) = captured["calls"]
-        real = functional._custom_op.fn(*args)
+        real = _engine._custom_op.fn(*args)
         fake = captured["fake"](*args)
         assert [(t.shape, t.dtype) for t in real] == [(t.shape, t.dtype) for t in fake], (
             [(t.shape, t.dtype) for t in real], [(t.shape, t.dtype) for t in fake])
@@ -144,7 +144,7 @@ for run, x, y, target_grad in cases:
         grads = captured["backward"](ctx, g, None, None)
         assert len(grads) == len(args)
 
-        functional._compiling = lambda: False
+        _engine._compiling = lambda: False
         xf = x.clone().requires_grad_()
         yf = y.clone().requires_grad_() if target_grad else y
         want = torch.autograd.grad(run(xf, yf, reduction), [xf] + ([yf] if target_grad else []), g)

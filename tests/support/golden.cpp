@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fusedloss/fusedloss.hpp"
 #include "value_codec.hpp"
 
 namespace fusedloss::checks {
@@ -362,21 +363,6 @@ golden_result compare(const std::string& call, const std::string& output, const 
 }
 
 template <class P>
-struct loss_api {
-  void (*init)(P*);
-  fusedloss_status (*workspace_size)(const P*, size_t*, fusedloss_error*);
-  fusedloss_status (*forward)(const P*, void*, size_t, void*, fusedloss_error*);
-  fusedloss_status (*backward)(const P*, void*, size_t, void*, fusedloss_error*);
-  fusedloss_status (*forward_backward)(const P*, void*, size_t, void*, fusedloss_error*);
-};
-
-#define FUSEDLOSS_GOLDEN_API(name)                                                                 \
-  loss_api<fusedloss_##name##_params> {                                                            \
-    fusedloss_##name##_params_init, fusedloss_##name##_workspace_size, fusedloss_##name##_forward, \
-        fusedloss_##name##_backward, fusedloss_##name##_forward_backward                           \
-  }
-
-template <class P>
 constexpr bool is_cross_entropy = std::is_same_v<P, fusedloss_cross_entropy_params>;
 template <class P>
 constexpr bool is_row_loss =
@@ -426,10 +412,10 @@ struct runner {
 
   /// Runs one call on a copy of `base` with fresh poisoned outputs and compares what it wrote.
   template <class P>
-  void call(const loss_api<P>& api, P p, const char* name) {
-    const std::string call_name = name;
-    const bool is_forward = call_name != "backward";
-    const bool is_backward = call_name != "forward";
+  void call(P p, fusedloss::call which) {
+    const std::string call_name = fusedloss::name(which);
+    const bool is_forward = which != fusedloss::call::backward;
+    const bool is_backward = which != fusedloss::call::forward;
     bind_inputs(p);
     staged loss = staged::output(loss_dtype, loss_count(), memory);
     staged lse = staged::output(loss_dtype, rows, memory);
@@ -445,12 +431,12 @@ struct runner {
       if (want_z) p.z_loss_out = z_loss.ptr();
     }
     if (is_backward) p.grad_logits = grad.ptr();
-    if (call_name == "forward_backward")
+    if (which == fusedloss::call::forward_backward)
       p.grad_scale = none ? 1.0f : static_cast<float>(grad_loss.host()[0]);
 
     fusedloss_error err{};
     size_t bytes = 0;
-    fusedloss_status status = api.workspace_size(&p, &bytes, &err);
+    fusedloss_status status = fusedloss::c_api<P>::workspace_size(&p, &bytes, &err);
     std::vector<unsigned char> host_ws;
     void* ws = nullptr;
     if (status == FUSEDLOSS_SUCCESS && bytes > 0) {
@@ -462,10 +448,7 @@ struct runner {
       }
     }
     if (status == FUSEDLOSS_SUCCESS) {
-      auto fn = call_name == "forward"    ? api.forward
-                : call_name == "backward" ? api.backward
-                                          : api.forward_backward;
-      status = fn(&p, ws, bytes, nullptr, &err);
+      status = fusedloss::entry_point<P>(which)(&p, ws, bytes, nullptr, &err);
     }
     if (memory != nullptr && ws != nullptr) memory->release(ws);
     if (status != FUSEDLOSS_SUCCESS) {
@@ -497,7 +480,7 @@ struct runner {
     }
     // Under none the fused call's gradient is that of the plain sum of losses, which the golden
     // does not hold: only its loss outputs are compared.
-    if (is_backward && !(call_name == "forward_backward" && none)) {
+    if (is_backward && !(which == fusedloss::call::forward_backward && none)) {
       grad.download();
       results.push_back(compare(call_name, "grad", grad, array("expect_grad"),
                                 rounding_tolerance(logits_dtype),
@@ -506,10 +489,10 @@ struct runner {
   }
 
   template <class P>
-  void run_all(const loss_api<P>& api, const P& p) {
-    call(api, p, "forward");
-    call(api, p, "backward");
-    call(api, p, "forward_backward");
+  void run_all(const P& p) {
+    for (fusedloss::call which :
+         {fusedloss::call::forward, fusedloss::call::backward, fusedloss::call::forward_backward})
+      call(p, which);
   }
 
   void expect_size(const char* key, size_t count) const {
@@ -543,8 +526,7 @@ void row_options(const golden_case& c, P& p) {
 }
 
 template <class P>
-std::vector<golden_result> run_element(const golden_case& c, const loss_api<P>& api, P p,
-                                       const device_memory* memory) {
+std::vector<golden_result> run_element(const golden_case& c, P p, const device_memory* memory) {
   const auto m = static_cast<size_t>(p.numel);
   runner r{c,
            memory,
@@ -570,13 +552,12 @@ std::vector<golden_result> run_element(const golden_case& c, const loss_api<P>& 
   r.grad_loss = staged::input(r.loss_dtype, r.array("grad_loss"), memory);
   r.weight = r.optional("weight");
   r.pos_weight = r.optional("pos_weight");
-  r.run_all(api, p);
+  r.run_all(p);
   return std::move(r.results);
 }
 
 template <class P>
-std::vector<golden_result> run_rows(const golden_case& c, const loss_api<P>& api, P p,
-                                    const device_memory* memory) {
+std::vector<golden_result> run_rows(const golden_case& c, P p, const device_memory* memory) {
   const auto n = static_cast<size_t>(p.batch);
   const auto classes = static_cast<size_t>(p.num_classes);
   const auto s = static_cast<size_t>(p.spatial);
@@ -616,7 +597,7 @@ std::vector<golden_result> run_rows(const golden_case& c, const loss_api<P>& api
   r.targets = staged::input(p.targets_dtype, r.array("targets"), memory);
   r.grad_loss = staged::input(r.loss_dtype, r.array("grad_loss"), memory);
   r.weight = r.optional("weight");
-  r.run_all(api, p);
+  r.run_all(p);
   return std::move(r.results);
 }
 
@@ -625,9 +606,7 @@ std::vector<golden_result> run_rows(const golden_case& c, const loss_api<P>& api
 std::vector<golden_result> run_golden_case(const golden_case& c, fusedloss_device device,
                                            const device_memory* memory) {
   if (c.loss == "bce") {
-    const auto api = FUSEDLOSS_GOLDEN_API(bce);
-    fusedloss_bce_params p;
-    api.init(&p);
+    auto p = fusedloss::make_bce_params();
     common_options(c, p, device);
     p.numel = integer_option(c, "numel", p.numel);
     p.num_classes = integer_option(c, "num_classes", p.num_classes);
@@ -644,45 +623,37 @@ std::vector<golden_result> run_golden_case(const golden_case& c, fusedloss_devic
       if (pw->size() != static_cast<size_t>(p.num_classes))
         unrunnable(c, "'pos_weight' is not C long");
     }
-    return run_element(c, api, p, memory);
+    return run_element(c, p, memory);
   }
   if (c.loss == "sigmoid_focal") {
-    const auto api = FUSEDLOSS_GOLDEN_API(sigmoid_focal);
-    fusedloss_sigmoid_focal_params p;
-    api.init(&p);
+    auto p = fusedloss::make_sigmoid_focal_params();
     common_options(c, p, device);
     p.numel = integer_option(c, "numel", p.numel);
     p.alpha = real_option(c, "alpha", p.alpha);
     p.gamma = real_option(c, "gamma", p.gamma);
-    return run_element(c, api, p, memory);
+    return run_element(c, p, memory);
   }
   if (c.loss == "mse") {
-    const auto api = FUSEDLOSS_GOLDEN_API(mse);
-    fusedloss_mse_params p;
-    api.init(&p);
+    auto p = fusedloss::make_mse_params();
     common_options(c, p, device);
     p.numel = integer_option(c, "numel", p.numel);
-    return run_element(c, api, p, memory);
+    return run_element(c, p, memory);
   }
   if (c.loss == "cross_entropy") {
-    const auto api = FUSEDLOSS_GOLDEN_API(cross_entropy);
-    fusedloss_cross_entropy_params p;
-    api.init(&p);
+    auto p = fusedloss::make_cross_entropy_params();
     common_options(c, p, device);
     row_options(c, p);
     p.label_smoothing = real_option(c, "label_smoothing", p.label_smoothing);
     p.z_loss = real_option(c, "z_loss", p.z_loss);
     p.softcap = real_option(c, "softcap", p.softcap);
-    return run_rows(c, api, p, memory);
+    return run_rows(c, p, memory);
   }
   if (c.loss == "softmax_focal") {
-    const auto api = FUSEDLOSS_GOLDEN_API(softmax_focal);
-    fusedloss_softmax_focal_params p;
-    api.init(&p);
+    auto p = fusedloss::make_softmax_focal_params();
     common_options(c, p, device);
     row_options(c, p);
     p.gamma = real_option(c, "gamma", p.gamma);
-    return run_rows(c, api, p, memory);
+    return run_rows(c, p, memory);
   }
   unrunnable(c, "unknown loss '" + c.loss + "'");
 }
