@@ -1,5 +1,5 @@
-// What the GPU tests share: the skip rule, device buffers, and byte-exact copies to and from the
-// host buffers of tools/checks.
+// What the GPU tests share: the skip rule, device buffers, byte-exact copies to and from the host
+// buffers of checks.hpp, and the dtypes the tests run over.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -120,5 +120,8 @@ struct DtypeNames {
     return fusedloss_dtype_string(Dtype::value);
   }
 };
+
+/// The bytes of one element of a storage dtype (float32, float16 or bfloat16).
+inline size_t element_bytes(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ? 4 : 2; }
 
 }  // namespace fusedloss::gpu_tests

@@ -171,7 +171,8 @@ TEST(MemorySpace, ShortWorkspaceIsRefused) {
 }
 
 // On the CPU path every device pointer is refused; of the arrays the first one named is the logits,
-// the first array a caller passes (the element losses' test of this runs in test_element_kernels).
+// the first array a caller passes (the element losses' test of this runs in
+// test_element_bad_input.cpp).
 TEST(MemorySpace, CpuPathNamesTheLogitsFirst) {
   FUSEDLOSS_REQUIRE_GPU_OR_SKIP();
   device_problem d;
