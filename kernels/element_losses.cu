@@ -35,6 +35,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "detail/device.hpp"
 #include "detail/online_softmax.cuh"
 #include "detail/reduce.cuh"
 #include "detail/storage.cuh"
@@ -392,15 +393,11 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
 
 // The grid of a loss whose kernel is built for `resident` blocks an SM.
 cudaError_t grid_size(int64_t numel, int max_blocks, int resident, int* blocks) {
-  int device = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return e;
+  detail::device_facts f;
+  if (const cudaError_t e = detail::query_device(&f); e != cudaSuccess) return e;
   // Enough 4-element chunks for every thread, at most a full wave of resident blocks.
-  const int64_t wanted = std::max<int64_t>(1, (numel / 4 + kThreads - 1) / kThreads);
-  int64_t cap = static_cast<int64_t>(sms) * resident;
-  if (max_blocks > 0) cap = std::min<int64_t>(cap, max_blocks);
-  *blocks = static_cast<int>(std::min(wanted, cap));
+  *blocks = detail::grid_of((numel / 4 + kThreads - 1) / kThreads, f.sms, resident);
+  if (max_blocks > 0) *blocks = std::min(*blocks, max_blocks);
   return cudaSuccess;
 }
 

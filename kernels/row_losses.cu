@@ -55,6 +55,7 @@
 #include <climits>
 #include <cmath>
 
+#include "detail/device.hpp"
 #include "detail/online_softmax.cuh"
 #include "detail/reduce.cuh"
 #include "detail/storage.cuh"
@@ -943,23 +944,8 @@ __global__ void __launch_bounds__(detail::kFinalThreads)
 // Host side: the plan (tier, feature, grid, shared memory) that the workspace query and the
 // launch share.
 
-struct device_facts {
-  int major;
-  int sms;
-  int max_shared;  // dynamic shared memory a block may opt into
-};
-
-cudaError_t query_device(device_facts* f) {
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess)
-    e = cudaDeviceGetAttribute(&f->major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f->sms, cudaDevAttrMultiProcessorCount, device);
-  if (e == cudaSuccess) {
-    e = cudaDeviceGetAttribute(&f->max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  }
-  return e;
-}
+using detail::device_facts;
+using detail::query_device;
 
 size_t element_size(fusedloss_dtype dtype) { return dtype == FUSEDLOSS_FLOAT32 ? 4 : 2; }
 
@@ -969,8 +955,7 @@ int prepass_blocks_of(const row_problem& p, int sms) {
     return 0;
   }
   const int64_t rows = p.batch * p.spatial;
-  return static_cast<int>(
-      std::clamp<int64_t>((rows + kPrepassThreads - 1) / kPrepassThreads, 1, int64_t{2} * sms));
+  return detail::grid_of((rows + kPrepassThreads - 1) / kPrepassThreads, sms, 2);
 }
 
 feature feature_of(const row_problem& p) {

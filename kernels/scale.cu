@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "detail/device.hpp"
 #include "detail/storage.cuh"
 #include "detail/vector_io.cuh"
 #include "scale.hpp"
@@ -61,12 +62,9 @@ __global__ void __launch_bounds__(kThreads)
 cudaError_t scale_in_place(void* data, fusedloss_dtype dtype, int64_t numel, const void* scale,
                            fusedloss_dtype scale_dtype, cudaStream_t stream) {
   if (numel == 0) return cudaSuccess;
-  int device = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return e;
-  const int64_t wanted = std::max<int64_t>(1, (numel / 4 + kThreads - 1) / kThreads);
-  const int blocks = static_cast<int>(std::min<int64_t>(wanted, int64_t{sms} * kBlocksPerSm));
+  detail::device_facts f;
+  if (const cudaError_t e = detail::query_device(&f); e != cudaSuccess) return e;
+  const int blocks = detail::grid_of((numel / 4 + kThreads - 1) / kThreads, f.sms, kBlocksPerSm);
   switch (dtype) {
     case FUSEDLOSS_FLOAT16:
       scale_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<__half*>(data), numel, scale,

@@ -24,6 +24,7 @@
 #include <climits>
 #include <cmath>
 
+#include "detail/device.hpp"
 #include "detail/online_softmax.cuh"
 #include "detail/reduce.cuh"
 #include "detail/storage.cuh"
@@ -548,20 +549,10 @@ __global__ void __launch_bounds__(kBlockThreads, kGradientMinBlocks)
 // ------------------------------------------------------------------------------------------------
 // Host side
 
-struct device_facts {
-  int sms;
-};
+using detail::device_facts;
+using detail::query_device;
 
-cudaError_t query_device(device_facts* f) {
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f->sms, cudaDevAttrMultiProcessorCount, device);
-  return e;
-}
-
-int grid_of(int64_t work, int sms) {
-  return static_cast<int>(std::clamp<int64_t>(work, 1, int64_t{sms} * kBlocksPerSm));
-}
+int grid_of(int64_t work, int sms) { return detail::grid_of(work, sms, kBlocksPerSm); }
 int row_blocks_of(int64_t batch, int sms) {
   return grid_of((batch + kRowThreads - 1) / kRowThreads, sms);
 }
