@@ -13,16 +13,12 @@
 
 #include "checks.hpp"
 #include "fusedloss/fusedloss.hpp"
+#include "loss_tests.hpp"
 
 namespace {
 
 namespace checks = fusedloss::checks;
 using checks::buffer;
-
-#define SEEDED_RNG(rng)                               \
-  const unsigned rng##_seed = std::random_device{}(); \
-  SCOPED_TRACE("seed " + std::to_string(rng##_seed)); \
-  std::mt19937_64 rng(rng##_seed)
 
 // A problem in float64: hidden states, weight, bias, targets and the options.
 struct problem {

@@ -2,7 +2,7 @@
 // process: each rank's slice of the logits goes through partial, the host does the two
 // all-reduces, and rescale and finish follow. The loss (the same on every rank), the LSE and the
 // concatenated gradient must equal the whole-row cross-entropy of the same rows, which
-// tests/test_row_losses.cpp proves against finite differences.
+// tests/row_losses/ proves against finite differences.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 
 #include "checks.hpp"
 #include "fusedloss/fusedloss.hpp"
+#include "loss_tests.hpp"
 
 namespace {
 
@@ -23,15 +24,6 @@ using checks::buffer;
 using fusedloss::shard_step;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-#define SEEDED_RNG(rng)                               \
-  const unsigned rng##_seed = std::random_device{}(); \
-  SCOPED_TRACE("seed " + std::to_string(rng##_seed)); \
-  std::mt19937_64 rng(rng##_seed)
-
-fusedloss_dtype loss_dtype_of(fusedloss_dtype logits) {
-  return logits == FUSEDLOSS_FLOAT64 ? FUSEDLOSS_FLOAT64 : FUSEDLOSS_FLOAT32;
-}
 
 // The shard path differs from the whole-row path only in the order of its sums and, below float64,
 // in the rounding of the summaries the collectives carry to float32 (2^-24 relative each): a row's
@@ -70,7 +62,7 @@ struct outputs {
 // What the whole-row cross-entropy gives for `pb`.
 outputs whole_rows(const problem& pb) {
   auto p = fusedloss::make_cross_entropy_params();
-  const fusedloss_dtype loss_dtype = loss_dtype_of(pb.dtype);
+  const fusedloss_dtype loss_dtype = checks::loss_dtype_of(pb.dtype);
   const int64_t count = pb.reduction == FUSEDLOSS_REDUCTION_NONE ? pb.rows : 1;
   buffer logits(pb.dtype, pb.logits), targets(pb.targets_dtype, pb.targets);
   buffer loss = buffer::poisoned(loss_dtype, count), z = buffer::poisoned(loss_dtype, count);
@@ -112,7 +104,7 @@ struct shard_options {
 // here in the summaries' dtype.
 outputs shards(const problem& pb, const std::vector<int64_t>& starts, shard_options o = {}) {
   const size_t world = starts.size();
-  const fusedloss_dtype loss_dtype = loss_dtype_of(pb.dtype);
+  const fusedloss_dtype loss_dtype = checks::loss_dtype_of(pb.dtype);
   const int64_t count = pb.reduction == FUSEDLOSS_REDUCTION_NONE ? pb.rows : 1;
   const int64_t n = pb.rows;
   buffer targets(pb.targets_dtype, pb.targets);
