@@ -88,6 +88,8 @@ package() {
   rm -rf "$out"
   cmake --install "$build" --prefix "$out" >/dev/null
   cmake --install "$build" --prefix "$out" --component gpu_check >/dev/null
+  # What only a build against the library needs stays behind.
+  rm -rf "$out/include" "$out/lib/cmake" "$out"/lib/*.a
   # Debug information (file:line in the sanitizers' host backtraces) stays unless the folder would
   # pass 48 MiB (it travels beside a working tree); then the binaries keep only their symbols.
   if (($(du -sm "$out" | cut -f1) > 48)); then
