@@ -24,17 +24,10 @@ inline bool known_dtype(int d) { return d >= FUSEDLOSS_FLOAT32 && d <= FUSEDLOSS
 inline bool floating(int d) { return d >= FUSEDLOSS_FLOAT32 && d <= FUSEDLOSS_FLOAT64; }
 inline bool integer(int d) { return d == FUSEDLOSS_INT32 || d == FUSEDLOSS_INT64; }
 
+// A dtype the call must refuse still gets 8-byte elements, so that its buffer has a size.
 inline size_t element_bytes(int dtype) {
-  switch (dtype) {
-    case FUSEDLOSS_FLOAT16:
-    case FUSEDLOSS_BFLOAT16:
-      return 2;
-    case FUSEDLOSS_FLOAT32:
-    case FUSEDLOSS_INT32:
-      return 4;
-    default:
-      return 8;  // float64, int64, and a dtype the call must refuse
-  }
+  const size_t bytes = fusedloss::checks::dtype_size(static_cast<fusedloss_dtype>(dtype));
+  return bytes != 0 ? bytes : 8;
 }
 
 // One buffer: `count` elements of `dtype` in a heap block of exactly that size (1 byte when empty,
