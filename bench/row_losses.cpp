@@ -98,24 +98,6 @@ enum class row_scenario { one_call, forward_then_backward };
 constexpr row_tier kForcedTiers[] = {row_tier::warp, row_tier::block, row_tier::cluster,
                                      row_tier::two_pass};
 
-const char* tier_name(row_tier t) {
-  switch (t) {
-    case row_tier::automatic:
-      return "automatic";
-    case row_tier::warp:
-      return "warp";
-    case row_tier::block:
-      return "block";
-    case row_tier::cluster:
-      return "cluster";
-    case row_tier::two_pass:
-      return "two_pass";
-    case row_tier::spatial:
-      break;
-  }
-  return "spatial";
-}
-
 std::string kind_name(row_kind k, row_tier t) {
   switch (k) {
     case row_kind::cross_entropy:
@@ -127,7 +109,7 @@ std::string kind_name(row_kind k, row_tier t) {
     case row_kind::cross_entropy_shard:
       return "cross_entropy_vocab_parallel";
     case row_kind::cross_entropy_tier:
-      return std::string("cross_entropy_tier_") + tier_name(t);
+      return std::string("cross_entropy_tier_") + kernels::name(t);
     default:
       return "softmax_focal";
   }
@@ -145,7 +127,7 @@ std::string kind_label(row_kind k, row_tier t, int64_t batch) {
     case row_kind::cross_entropy_shard:
       return "vocab-parallel cross_entropy, one rank (partial, rescale, finish)";
     case row_kind::cross_entropy_tier:
-      return std::string("cross_entropy (the ") + tier_name(t) + " tier forced)";
+      return std::string("cross_entropy (the ") + kernels::name(t) + " tier forced)";
     default:
       return "softmax_focal (gamma 2)";
   }
@@ -368,7 +350,7 @@ void run_tier_rows(benchmark::State& state, const row_case& c) {
   problem.tier = c.tier;
   row_tier chosen = row_tier::automatic;
   if (const cudaError_t e = kernels::row_tier_for(problem, &chosen); e == cudaErrorInvalidValue) {
-    skip_not_applicable(state, std::string("the ") + tier_name(c.tier) + " tier cannot hold " +
+    skip_not_applicable(state, std::string("the ") + kernels::name(c.tier) + " tier cannot hold " +
                                    c.shape_label() + " " + dtype_label(c.dtype) + " rows here (" +
                                    cuda_error_text(e, "row_tier_for") + ")");
     return;
@@ -377,7 +359,7 @@ void run_tier_rows(benchmark::State& state, const row_case& c) {
     return;
   }
   if (chosen != c.tier) {
-    skip(state, std::string("row_tier_for chose the ") + tier_name(chosen) + " tier");
+    skip(state, std::string("row_tier_for chose the ") + kernels::name(chosen) + " tier");
     return;
   }
   size_t bytes = 0;

@@ -18,6 +18,12 @@ enum class row_loss { cross_entropy, probability_cross_entropy, softmax_focal };
 /// the GPU; tests and benchmarks force the others to reach every path.
 enum class row_tier { automatic, warp, block, cluster, two_pass, spatial };
 
+/// The tier's name, as the enumerator spells it (tests and benchmarks name their cases by it).
+constexpr const char* name(row_tier t) {
+  constexpr const char* names[] = {"automatic", "warp", "block", "cluster", "two_pass", "spatial"};
+  return names[static_cast<int>(t)];
+}
+
 /// One call's work. Pointers are device pointers; a null output is not written.
 struct row_problem {
   row_loss kind;

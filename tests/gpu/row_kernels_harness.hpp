@@ -103,7 +103,7 @@ enum class pattern {
 // The names a case's description gives (a call's is fusedloss::name's).
 const char* name(loss_kind k);
 const char* name(pattern p);
-const char* name(row_tier t);
+using kernels::name;
 
 struct row_case {
   loss_kind kind = loss_kind::cross_entropy;

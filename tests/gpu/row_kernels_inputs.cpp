@@ -28,10 +28,6 @@ const char* name(pattern p) {
                          "nan_last", "extreme", "shifted"};
   return names[static_cast<int>(p)];
 }
-const char* name(row_tier t) {
-  const char* names[] = {"automatic", "warp", "block", "cluster", "two_pass", "spatial"};
-  return names[static_cast<int>(t)];
-}
 
 // ------------------------------------------------------------------------------------------------
 // Inputs, the same bytes for the reference and the GPU.
