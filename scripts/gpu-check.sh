@@ -33,8 +33,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
+# die MESSAGE [STATUS]
 die() {
-  echo "gpu-check: $*" >&2
+  echo "gpu-check: $1" >&2
   exit "${2:-1}"
 }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -99,6 +100,15 @@ package() {
   echo "gpu-check: packaged into $out ($(du -sh "$out" | cut -f1))"
 }
 
+if [[ $mode == prebuilt || $mode == build ]]; then
+  case $stage in
+    tests) labels='^(cpu|gpu|slow|python|bench)$' budget=${GPU_CHECK_BUDGET:-420} ;;
+    sanitize) labels='^sanitize$' budget=${GPU_CHECK_BUDGET:-240} ;;
+    *) die "--stage must be tests or sanitize (see --help)" 2 ;;
+  esac
+  [[ -n $results ]] || die "--results names the folder for the stage's results" 2
+fi
+
 case $mode in
   package)
     package "$dir"
@@ -115,12 +125,6 @@ case $mode in
     ;;
 esac
 
-case $stage in
-  tests) labels='^(cpu|gpu|slow|python|bench)$' budget=${GPU_CHECK_BUDGET:-420} ;;
-  sanitize) labels='^sanitize$' budget=${GPU_CHECK_BUDGET:-240} ;;
-  *) die "--stage must be tests or sanitize (see --help)" 2 ;;
-esac
-[[ -n $results ]] || die "--results names the folder for the stage's results" 2
 suite=$(realpath "$dir")/share/fusedloss/gpu-check
 [[ -f $suite/CTestTestfile.cmake ]] || die "$dir holds no gpu_check suite (make it with --package)"
 mkdir -p "$results"
