@@ -29,9 +29,9 @@ import xml.etree.ElementTree as ET
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tests each stage runs (tests/gpu-check/CTestTestfile.cmake.in), in the report's order.
 STAGES = {
-    "tests": ["cpu_suite", "c_abi", "validate_catches_wrong_backend",
-              "validate_catches_tight_tolerance", "gpu_suite", "validate_gpu", "gpu_slow",
-              "python", "bench_headline", "compare", "linear_bench"],
+    "tests": ["cpu_suite", "c_abi", "gpu_suite", "validate_gpu", "bench_headline", "compare",
+              "linear_bench", "python", "gpu_slow", "validate_catches_wrong_backend",
+              "validate_catches_tight_tolerance"],
     "sanitize": ["sanitize_memcheck", "sanitize_racecheck", "sanitize_initcheck",
                  "sanitize_synccheck"],
 }
