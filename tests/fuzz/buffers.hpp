@@ -5,6 +5,7 @@
 #define FUSEDLOSS_TESTS_FUZZ_BUFFERS_HPP
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -24,10 +25,11 @@ inline bool known_dtype(int d) { return d >= FUSEDLOSS_FLOAT32 && d <= FUSEDLOSS
 inline bool floating(int d) { return d >= FUSEDLOSS_FLOAT32 && d <= FUSEDLOSS_FLOAT64; }
 inline bool integer(int d) { return d == FUSEDLOSS_INT32 || d == FUSEDLOSS_INT64; }
 
-// A dtype the call must refuse still gets 8-byte elements, so that its buffer has a size.
+// A dtype the call must refuse still gets 8-byte elements, so that its buffer has a size. (Only a
+// known dtype is passed on as the enum: loading any other int as one is undefined.)
 inline size_t element_bytes(int dtype) {
-  const size_t bytes = fusedloss::checks::dtype_size(static_cast<fusedloss_dtype>(dtype));
-  return bytes != 0 ? bytes : 8;
+  return known_dtype(dtype) ? fusedloss::checks::dtype_size(static_cast<fusedloss_dtype>(dtype))
+                            : 8;
 }
 
 // One buffer: `count` elements of `dtype` in a heap block of exactly that size (1 byte when empty,
@@ -51,6 +53,7 @@ struct block {
     return std::all_of(at(i), at(i) + width(), [poison](unsigned char b) { return b == poison; });
   }
   double value(int64_t i) const {
+    if (!known_dtype(dtype)) return NAN;  // a buffer the call must refuse: no value to read
     return fusedloss::checks::decode(static_cast<fusedloss_dtype>(dtype), at(i));
   }
   // Floating dtypes only: a buffer of any other dtype belongs to a call that must refuse it.

@@ -1,5 +1,7 @@
 // fusedloss_scale_in_place, through enum_arguments.c so that its enum arguments can be any int.
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "buffers.hpp"
@@ -13,6 +15,19 @@ extern "C" fusedloss_status fuzz_scale_in_place(void* data, int dtype, int64_t n
                                                 fusedloss_error* err);
 
 namespace fuzz {
+namespace {
+
+// The same bits in every element, except that any NaN matches any NaN: the contract fixes no NaN's
+// sign or payload, and the fuzzer's codec and the library each write their own.
+bool same_values(const block& got, const block& want) {
+  for (int64_t i = 0; i < want.count; ++i) {
+    if (std::isnan(got.value(i)) && std::isnan(want.value(i))) continue;
+    if (std::memcmp(got.at(i), want.at(i), want.width()) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 // fusedloss_scale_in_place: each value times the scale, rounded once to the data's dtype, and
 // bitwise the same at a scale of exactly 1.
@@ -54,9 +69,13 @@ void fuzz_scale(source& s, fuzz_case& f) {
   f.require(status == want,
             "scale_in_place returned " + std::to_string(status) + ", not " + std::to_string(want));
   f.require(scale.bytes == scale_before.bytes, "scale_in_place changed the scale");
-  f.require(data.bytes == (runs ? expected.bytes : original.bytes),
-            runs ? "scale_in_place's values are not each value times the scale, rounded once"
-                 : "a refused scale_in_place wrote");
+  if (runs && scale.value(0) != 1.0) {
+    f.require(same_values(data, expected),
+              "scale_in_place's values are not each value times the scale, rounded once");
+  } else {
+    f.require(data.bytes == original.bytes, runs ? "scale_in_place at a scale of 1 changed a bit"
+                                                 : "a refused scale_in_place wrote");
+  }
 }
 
 }  // namespace fuzz
