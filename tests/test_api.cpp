@@ -440,6 +440,26 @@ TEST(Api, Names) {
   EXPECT_STREQ(fusedloss_dtype_string(fusedloss_dtype(7)), "unknown");
   EXPECT_STREQ(fusedloss_reduction_string(FUSEDLOSS_REDUCTION_SUM), "sum");
   EXPECT_STREQ(fusedloss_reduction_string(fusedloss_reduction(3)), "unknown");
+  EXPECT_STREQ(fusedloss::name(fusedloss::call::forward_backward), "forward_backward");
+  EXPECT_STREQ(fusedloss::name(fusedloss::shard_step::rescale), "rescale");
+}
+
+// The C++ layer's table reaches each loss's own C functions, call by call.
+TEST(Api, TableOfEntryPoints) {
+  using fusedloss::call;
+  using fusedloss::entry_point;
+  using P = fusedloss_softmax_focal_params;
+  EXPECT_STREQ(fusedloss::c_api<P>::name, "softmax_focal");
+  EXPECT_EQ(fusedloss::c_api<P>::workspace_size, &fusedloss_softmax_focal_workspace_size);
+  EXPECT_EQ(entry_point<P>(call::forward), &fusedloss_softmax_focal_forward);
+  EXPECT_EQ(entry_point<P>(call::backward), &fusedloss_softmax_focal_backward);
+  EXPECT_EQ(entry_point<P>(call::forward_backward), &fusedloss_softmax_focal_forward_backward);
+  EXPECT_EQ(entry_point<fusedloss_linear_cross_entropy_params>(call::backward),
+            &fusedloss_linear_cross_entropy_backward);
+  EXPECT_EQ(entry_point(fusedloss::shard_step::partial), &fusedloss_cross_entropy_shard_partial);
+  EXPECT_EQ(entry_point(fusedloss::shard_step::rescale), &fusedloss_cross_entropy_shard_rescale);
+  EXPECT_EQ(entry_point(fusedloss::shard_step::finish), &fusedloss_cross_entropy_shard_finish);
+  EXPECT_EQ(fusedloss::make_bce_params().struct_size, sizeof(fusedloss_bce_params));
 }
 
 // A build without CUDA says so on the CUDA path and never falls back to the CPU silently; a build
