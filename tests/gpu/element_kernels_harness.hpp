@@ -174,7 +174,7 @@ struct device_arrays {
         pos_weight(in.pos_weight),
         scale(in.scale),
         loss(loss_count(c) * sizeof(float)),
-        grad(c.in_place ? 0 : grad_count(c) * (in.logits.size_bytes() / in.logits.size())) {
+        grad(c.in_place ? 0 : grad_count(c) * element_bytes(in.logits.dtype())) {
     poison();
   }
 

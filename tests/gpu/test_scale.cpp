@@ -28,7 +28,7 @@ TEST(ScaleInPlaceGpu, OneIsANoOpAndOtherScalesMultiply) {
                      std::to_string(numel) + " offset " + std::to_string(offset));
         const buffer host(dtype, fusedloss::checks::uniform(rng, numel + offset, -4.0, 4.0));
         device_buffer data(host);
-        const size_t size = host.size_bytes() / host.size();
+        const size_t size = fusedloss::gpu_tests::element_bytes(dtype);
         void* start = static_cast<unsigned char*>(data.data()) + offset * size;
         for (double s : {1.0, -0.75}) {
           device_buffer scale(buffer(FUSEDLOSS_BFLOAT16, {s}));
