@@ -104,6 +104,26 @@ void generate_header(source& s, fuzz_case& f, P& p) {
   f.header_ok = f.header_ok && (device == FUSEDLOSS_DEVICE_CPU || f.cuda);
 }
 
+// The logits' (or hidden states') dtype into `field`, named `name`: any int, a floating dtype
+// accepted, float64 on the CPU alone.
+template <class Enum>
+void generate_logits_dtype(source& s, fuzz_case& f, Enum& field, const char* name) {
+  f.logits_dtype = dtype_choice(s, true);
+  store_raw(field, f.logits_dtype);
+  f.rule(floating(f.logits_dtype), name);
+  f.rule(!(f.cuda && f.logits_dtype == FUSEDLOSS_FLOAT64), name);
+}
+
+// forward_backward's upstream value: the grad scale, and sometimes the float behind
+// grad_scale_ptr (`ptr_value`, allocated here).
+template <class P>
+void generate_grad_scale(source& s, values& v, fuzz_case& f, P& p, block& ptr_value) {
+  f.grad_scale = static_cast<float>(v.upstream());
+  p.grad_scale = f.grad_scale;
+  ptr_value.allocate(s.choose(4) == 0, FUSEDLOSS_FLOAT32, 1);
+  if (ptr_value.given) ptr_value.set(0, v.upstream());
+}
+
 template <class P>
 void generate_reduction(source& s, fuzz_case& f, P& p) {
   f.reduction = s.choose(3);
@@ -121,16 +141,10 @@ void generate_reduction(source& s, fuzz_case& f, P& p) {
 template <class P>
 void generate_shared(source& s, values& v, fuzz_case& f, P& p, buffers& b) {
   generate_header(s, f, p);
-  f.logits_dtype = dtype_choice(s, true);
-  store_raw(p.logits_dtype, f.logits_dtype);
-  f.rule(floating(f.logits_dtype), "logits_dtype");
-  f.rule(!(f.cuda && f.logits_dtype == FUSEDLOSS_FLOAT64), "logits_dtype");
+  generate_logits_dtype(s, f, p.logits_dtype, "logits_dtype");
   generate_reduction(s, f, p);
 
-  f.grad_scale = static_cast<float>(v.upstream());
-  p.grad_scale = f.grad_scale;
-  b.grad_scale.allocate(s.choose(4) == 0, FUSEDLOSS_FLOAT32, 1);
-  if (b.grad_scale.given) b.grad_scale.set(0, v.upstream());
+  generate_grad_scale(s, v, f, p, b.grad_scale);
 
   // The pointers each call needs are usually given; a spoiled choice drops or adds one.
   const bool forward = f.call == fusedloss::call::forward;

@@ -10,6 +10,12 @@
 
 namespace fuzz {
 
+void check_workspace_untouched(const fuzz_case& f, const std::vector<unsigned char>& workspace) {
+  f.require(std::all_of(workspace.begin(), workspace.end(),
+                        [](unsigned char x) { return x == kWorkspaceFill; }),
+            "the workspace was written");
+}
+
 void check_error(const fuzz_case& f, fusedloss_status status, const fusedloss_error& err) {
   if (!f.use_err) return;
   int filled;  // read as an int: a status the call never wrote need not be an enumerator

@@ -42,6 +42,41 @@ trial<P> run(const fuzz_case& f, fusedloss::call c, const P& p, const buffers& o
 // The error a call filled in agrees with its status and names the refused argument.
 void check_error(const fuzz_case& f, fusedloss_status status, const fusedloss_error& err);
 
+// The workspace query of `p`, or of a null params pointer, or into a null byte count (drawn from
+// `s`): the status the contract gives, and the count written on success alone (0: the CPU path
+// needs no workspace).
+template <class P>
+void check_workspace_query(source& s, const fuzz_case& f, const P& p, bool null_p) {
+  fusedloss_error err;
+  const bool null_bytes = s.choose(8) == 0;
+  size_t bytes = 0xDEADBEEF;
+  const fusedloss_status status = fusedloss::c_api<P>::workspace_size(
+      null_p ? nullptr : &p, null_bytes ? nullptr : &bytes, f.use_err ? &err : nullptr);
+  fusedloss_status want = FUSEDLOSS_INVALID_ARGUMENT;
+  if (!null_p && !null_bytes && f.header_ok) {
+    want = f.cuda ? FUSEDLOSS_NOT_IMPLEMENTED : FUSEDLOSS_SUCCESS;
+  }
+  f.require(status == want,
+            "workspace_size returned " + std::to_string(status) + ", not " + std::to_string(want));
+  f.require(bytes == (status == FUSEDLOSS_SUCCESS ? 0 : 0xDEADBEEF),
+            "workspace_size gave " + std::to_string(bytes) + " bytes");
+  check_error(f, status, err);
+}
+
+// A call given no params (`entry`, the call's C function) is refused.
+template <class P>
+void check_null_params(const fuzz_case& f, fusedloss::c_call<P> entry,
+                       std::vector<unsigned char>& workspace) {
+  fusedloss_error err;
+  const fusedloss_status status =
+      entry(nullptr, workspace.data(), workspace.size(), nullptr, f.use_err ? &err : nullptr);
+  f.require(status == FUSEDLOSS_INVALID_ARGUMENT, "a null params pointer was accepted");
+  check_error(f, status, err);
+}
+
+// The CPU path never touches the workspace, which starts filled with kWorkspaceFill.
+void check_workspace_untouched(const fuzz_case& f, const std::vector<unsigned char>& workspace);
+
 // The class of row r, or -1 (ignored) or -2 (neither ignore_index nor in [0, C)).
 int64_t row_class(const fuzz_case& f, const block& targets, int64_t r);
 

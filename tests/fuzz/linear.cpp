@@ -107,10 +107,7 @@ bool generate(source& s, values& v, fuzz_case& f, fusedloss_linear_cross_entropy
   f.count = std::min<int64_t>(f.batch, kCap + 1);
   f.input_stride = in_stride, f.grad_input_stride = grad_stride;
   generate_header(s, f, p);
-  f.logits_dtype = dtype_choice(s, true);
-  store_raw(p.input_dtype, f.logits_dtype);
-  f.rule(floating(f.logits_dtype), "input_dtype");
-  f.rule(!(f.cuda && f.logits_dtype == FUSEDLOSS_FLOAT64), "input_dtype");
+  generate_logits_dtype(s, f, p.input_dtype, "input_dtype");
   int linear_dtype = s.choose(2) == 0 ? FUSEDLOSS_FLOAT32 : f.logits_dtype;
   if (s.spoil()) {
     static const int odd[] = {
@@ -120,10 +117,7 @@ bool generate(source& s, values& v, fuzz_case& f, fusedloss_linear_cross_entropy
   store_raw(p.grad_linear_dtype, linear_dtype);
   f.rule(linear_dtype == FUSEDLOSS_FLOAT32 || linear_dtype == f.logits_dtype, "grad_linear_dtype");
   generate_reduction(s, f, p);
-  f.grad_scale = static_cast<float>(v.upstream());
-  p.grad_scale = f.grad_scale;
-  b.grad_scale.allocate(s.choose(4) == 0, FUSEDLOSS_FLOAT32, 1);
-  if (b.grad_scale.given) b.grad_scale.set(0, v.upstream());
+  generate_grad_scale(s, v, f, p, b.grad_scale);
 
   // Moderate hidden states and weights below 1 keep |z| <= H + 1, so that the z-loss's LSE^2 and
   // the gradients' sums over rows and classes stay well inside float32.

@@ -143,39 +143,21 @@ void fuzz_calls(source& s, fuzz_case& f) {
   const size_t offset = s.choose(4) == 0 ? 1 + s.choose(7) : 0;
   f.misaligned_workspace = offset % 8 != 0;
   const bool null_p = s.choose(64) == 0;
-  fusedloss_error err;
-  fusedloss_error* e = f.use_err ? &err : nullptr;
 
   const auto pick = picked_call(f, b);
   if (!pick) {
-    const bool null_bytes = s.choose(8) == 0;
-    size_t bytes = 0xDEADBEEF;
-    const fusedloss_status status =
-        api::workspace_size(null_p ? nullptr : &p, null_bytes ? nullptr : &bytes, e);
-    fusedloss_status want = FUSEDLOSS_INVALID_ARGUMENT;
-    if (!null_p && !null_bytes && f.header_ok) {
-      want = f.cuda ? FUSEDLOSS_NOT_IMPLEMENTED : FUSEDLOSS_SUCCESS;
-    }
-    f.require(status == want, "workspace_size returned " + std::to_string(status) + ", not " +
-                                  std::to_string(want));
-    f.require(bytes == (status == FUSEDLOSS_SUCCESS ? 0 : 0xDEADBEEF),
-              "workspace_size gave " + std::to_string(bytes) + " bytes");
-    check_error(f, status, err);
+    check_workspace_query(s, f, p, null_p);
     return;
   }
   const auto c = *pick;
   if (null_p) {
-    const fusedloss_status status = entry_of<P>(c)(nullptr, workspace.data(), 64, nullptr, e);
-    f.require(status == FUSEDLOSS_INVALID_ARGUMENT, "a null params pointer was accepted");
-    check_error(f, status, err);
+    check_null_params<P>(f, entry_of<P>(c), workspace);
     return;
   }
 
   const trial_of<P, B> first = run_on(f, c, p, b, kPoison, workspace, offset);
   check_error(f, first.status, first.err);
-  f.require(std::all_of(workspace.begin(), workspace.end(),
-                        [](unsigned char x) { return x == kWorkspaceFill; }),
-            "the workspace was written");
+  check_workspace_untouched(f, workspace);
   fusedloss_status want = FUSEDLOSS_INVALID_ARGUMENT;
   if (f.valid && f.cuda) {
     want = f.misaligned_workspace ? FUSEDLOSS_INVALID_ARGUMENT : FUSEDLOSS_NOT_IMPLEMENTED;

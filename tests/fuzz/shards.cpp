@@ -146,15 +146,9 @@ bool generate(source& s, values& v, fuzz_case& f, fusedloss_cross_entropy_shard_
   f.count = std::min<int64_t>(f.batch, kCap + 1);
   f.vocab_start = start, f.vocab_size = vocab, f.stride = stride;
   generate_header(s, f, p);
-  f.logits_dtype = dtype_choice(s, true);
-  store_raw(p.logits_dtype, f.logits_dtype);
-  f.rule(floating(f.logits_dtype), "logits_dtype");
-  f.rule(!(f.cuda && f.logits_dtype == FUSEDLOSS_FLOAT64), "logits_dtype");
+  generate_logits_dtype(s, f, p.logits_dtype, "logits_dtype");
   generate_reduction(s, f, p);
-  f.grad_scale = static_cast<float>(v.upstream());
-  p.grad_scale = f.grad_scale;
-  b.grad_scale.allocate(s.choose(4) == 0, FUSEDLOSS_FLOAT32, 1);
-  if (b.grad_scale.given) b.grad_scale.set(0, v.upstream());
+  generate_grad_scale(s, v, f, p, b.grad_scale);
 
   const auto extent = [&](int64_t st) -> __int128 {
     return n > 0 && c > 0 ? __int128{n - 1} * st + c : 0;
