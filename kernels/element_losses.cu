@@ -304,8 +304,12 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t h
   // The kernel parameter's own (constant space): `q` below is a copy, its constants registers.
   const focal_constants& f = p.focal;
   // Float32, or a lean call: two chunks (4 loads or more in flight); a 16-bit chunk's eight
-  // elements with their options, or with sigmoid focal's arithmetic, fill the registers alone.
-  constexpr int kUnroll = sizeof(T) == 4 || (kLean && K != element_loss::sigmoid_focal) ? 2 : 1;
+  // elements with their options fill the registers alone. Sigmoid focal's arithmetic on two
+  // 16-bit chunks at once would spill, so its lean loop loads two chunks and computes them one
+  // after the other in a loop of two turns (unrolled, ptxas would issue the second chunk's loads
+  // only after the first chunk's arithmetic).
+  constexpr bool kOneByOne = kLean && K == element_loss::sigmoid_focal && sizeof(T) == 2;
+  constexpr int kUnroll = sizeof(T) == 4 || kLean ? 2 : 1;
   const uint32_t thread = blockIdx.x * kThreads + threadIdx.x;
   const uint32_t stride = gridDim.x * kThreads;
   double sum = 0;
@@ -324,9 +328,17 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t h
                                        in[u]);
         cls.advance(cls_step);
       }
+      if constexpr (kOneByOne) {
+#pragma unroll 1
+        for (int u = 0; u < kUnroll; ++u) {
+          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[0]);
+          in[0] = in[1];
+        }
+      } else {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[u]);
+        for (int u = 0; u < kUnroll; ++u) {
+          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[u]);
+        }
       }
     }
     for (; c < count; c += stride) {

@@ -47,6 +47,39 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
   const int whole = C / kSlotElements;  // slots of the row
   double loss_sum = 0, z_sum = 0;
 
+  // Each element's exponential waits in shared memory between the passes, so that the gradient
+  // spends a multiply on it instead of an exponential; in registers, beside the row, they would
+  // spill. Each thread reads back only what it wrote, 16-byte vectors where a slot holds whole
+  // ones, a warp's vector 512 contiguous bytes (no bank conflict).
+  constexpr int kPack = kSlotElements % 4 == 0 ? 4 : 1;
+  using packed = std::conditional_t<kPack == 4, float4, float>;
+  __shared__ packed exps[kSlots * kSlotElements / kPack][kWarpThreads];
+  const auto keep = [&](int k, const float(&v)[kSlotElements]) {
+    if constexpr (kPack == 4) {
+#pragma unroll
+      for (int q = 0; q < kSlotElements / 4; ++q) {
+        exps[k * (kSlotElements / 4) + q][threadIdx.x] =
+            make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+      }
+    } else {
+      exps[k][threadIdx.x] = v[0];
+    }
+  };
+  const auto kept = [&](int k, float(&v)[kSlotElements]) {
+    if constexpr (kPack == 4) {
+#pragma unroll
+      for (int q = 0; q < kSlotElements / 4; ++q) {
+        const float4 f = exps[k * (kSlotElements / 4) + q][threadIdx.x];
+        v[4 * q] = f.x;
+        v[4 * q + 1] = f.y;
+        v[4 * q + 2] = f.z;
+        v[4 * q + 3] = f.w;
+      }
+    } else {
+      v[0] = exps[k][threadIdx.x];
+    }
+  };
+
   for (int64_t first = warp * rows_per_warp; first < ctx.rows(); first += warps * rows_per_warp) {
     const int64_t r = first + group;
     const bool active = r < ctx.rows();
@@ -54,17 +87,13 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     const int64_t y = active ? ctx.target(r) : kIgnored;
     const float raw_x_y = raw_target_logit(ctx, x_row, y);
 
+    // Slot k of this lane is slot k * lanes + l of the row: one pointer a lane, stepped by the
+    // group's width (not a 64-bit address computed per slot).
+    const slot* x_slots = reinterpret_cast<const slot*>(x_row) + l;
     slot raw[kSlots];
 #pragma unroll
     for (int k = 0; k < kSlots; ++k) {
-      const int i = k * lanes + l;
-      if (active && i < whole) {
-        if constexpr (kVector) {
-          raw[k] = load_vector(x_row + i * V);
-        } else {
-          raw[k] = x_row[i];
-        }
-      }
+      if (active && k * lanes + l < whole) raw[k] = x_slots[k * lanes];
     }
     const auto values = [&](int k, float(&x)[kSlotElements]) {
       if constexpr (kVector) {
@@ -78,7 +107,9 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
       }
     };
 
-    // Pass 1: the row's maximum; pass 2: its sum and weighted sum relative to it.
+    // Pass 1: the row's maximum; pass 2: each element's exponential relative to it, which stays in
+    // registers for the gradient, and the row's sum and weighted sum. A backward given the LSE
+    // takes the exponentials relative to it instead, and folds nothing.
     row_summary s = row_summary::none();
     if (!p.read_lse) {
       float m = -INFINITY;
@@ -92,14 +123,15 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
           float x[kSlotElements];
           values(k, x);
 #pragma unroll
-          for (int e = 0; e < kSlotElements; ++e) m = fmaxf(m, x[e]);
+          for (int v = 0; v < kSlotElements; ++v) m = fmaxf(m, x[v]);
         }
       }
-      // Unrolled over every width a group can have, each step taken when it is inside the
-      // group: a loop over `lanes` would cost its branch and counter per step.
+      // Unrolled over every width a group can have, a step past the group's width taking its own
+      // value (a select, not a branch: a branch around each shuffle costs more than the step).
 #pragma unroll
       for (int offset = 16; offset > 0; offset /= 2) {
-        if (offset < lanes) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+        const float o = __shfl_xor_sync(0xffffffffu, m, offset);
+        m = fmaxf(m, offset < lanes ? o : m);
       }
       s.max = m;
 #pragma unroll
@@ -115,18 +147,37 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
             c[0] = ctx.coefficient<F>(r, i);
           }
         }
-        detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s);
+        float e[kSlotElements];
+        detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s, e);
+        keep(k, e);
       }
-      // Every lane of a group folded relative to the same maximum: the merge only adds.
+      // Every lane of a group folded relative to the same maximum: the merge only adds (a step
+      // past the group's width adds 0).
 #pragma unroll
       for (int offset = 16; offset > 0; offset /= 2) {
-        if (offset >= lanes) continue;
-        s.sum += __shfl_xor_sync(0xffffffffu, s.sum, offset);
+        const bool inside = offset < lanes;
+        const float sum = __shfl_xor_sync(0xffffffffu, s.sum, offset);
+        s.sum += inside ? sum : 0.0f;
         if constexpr (kHasCoefficients<F>) {
-          s.weighted += __shfl_xor_sync(0xffffffffu, s.weighted, offset);
-          s.coefficients += __shfl_xor_sync(0xffffffffu, s.coefficients, offset);
+          const float weighted = __shfl_xor_sync(0xffffffffu, s.weighted, offset);
+          const float coefficients = __shfl_xor_sync(0xffffffffu, s.coefficients, offset);
+          s.weighted += inside ? weighted : 0.0f;
+          s.coefficients += inside ? coefficients : 0.0f;
         }
       }
+    } else if (active) {
+      // cold: the exponentials relative to a saved LSE
+      const float lse = p.lse[r];
+#pragma unroll
+      for (int k = 0; k < kSlots; ++k) {
+        if (k * lanes + l >= whole) continue;
+        float x[kSlotElements], e[kSlotElements];
+        values(k, x);
+#pragma unroll
+        for (int v = 0; v < kSlotElements; ++v) e[v] = fast_exp2((x[v] - lse) * kLog2e);
+        keep(k, e);
+      }
+      // cold end
     }
     __syncwarp();  // in place: every lane has read the target logit before any gradient store
     if (!active) continue;
@@ -135,14 +186,27 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + r * p.grad_row_stride;
     if (res.zero_grad) {
-      for (int j = l; j < C; j += lanes) g_row[j] = detail::from_float<T>(0.0f);
+      // cold: an ignored row's zero gradient
+      if constexpr (kVector) {
+#pragma unroll
+        for (int k = 0; k < kSlots; ++k) {
+          const int i = k * lanes + l;
+          if (i < whole) store_gradient(g_row + i * V, make_uint4(0, 0, 0, 0));
+        }
+      } else {
+        for (int j = l; j < C; j += lanes) g_row[j] = detail::from_float<T>(0.0f);
+      }
       continue;
+      // cold end
     }
+    // What turns a kept term into P p_j: P / sum after a fold (a term over the sum is p_j), P
+    // itself relative to a saved LSE (a term is p_j).
+    const float scale = p.read_lse ? res.P : __fdividef(res.P, s.sum);
 #pragma unroll
     for (int k = 0; k < kSlots; ++k) {
       const int i = k * lanes + l;
       if (i >= whole) continue;
-      float x[kSlotElements], c[kSlotElements], g[kSlotElements];
+      float x[kSlotElements], c[kSlotElements], e[kSlotElements], g[kSlotElements];
       if constexpr (kVector) {
         detail::unpack<T>(raw[k], x);
         if constexpr (kHasCoefficients<F>) ctx.coefficients<F>(r, i * V, c);
@@ -150,10 +214,14 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         x[0] = detail::to_float(raw[k]);
         c[0] = ctx.coefficient<F>(r, i);
       }
+      kept(k, e);
 #pragma unroll
-      for (int e = 0; e < kSlotElements; ++e) g[e] = gradient_of<F>(ctx, res, x[e], c[e]);
+      for (int v = 0; v < kSlotElements; ++v) {
+        g[v] = gradient_from_exp<F>(ctx, res, scale, e[v], x[v], c[v]);
+      }
       if constexpr (kVector) {
-        store_gradient(g_row + i * V, detail::pack<T>(g));
+        store_gradient(reinterpret_cast<T*>(reinterpret_cast<uint4*>(g_row) + l + k * lanes),
+                       detail::pack<T>(g));
       } else {
         g_row[i] = detail::from_float<T>(g[0]);
       }

@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kBlockThreads, kPartialMinBlocks(kCapped))
       const float max = nan ? NAN : s.max;
       *field(p, FUSEDLOSS_SHARD_SUMMARY_MAX, r) = max;
       *field(p, FUSEDLOSS_SHARD_SUMMARY_REFERENCE, r) = nan ? NAN : s.ref();
-      *field(p, FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, r) = s.sum;
+      *field(p, FUSEDLOSS_SHARD_SUMMARY_SUM_EXP, r) = s.natural_sum();
       *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHTED_SUM, r) = smoothing ? s.weighted : 0.0f;
       *field(p, FUSEDLOSS_SHARD_SUMMARY_WEIGHT_SUM, r) = smoothing ? s.coefficients : 0.0f;
       *field(p, FUSEDLOSS_SHARD_SUMMARY_TARGET_LOGIT, r) =

@@ -42,7 +42,8 @@ Manifest: JSON, default kernels/hot_kernels.json, paths relative to --source-dir
                 flight are reported, not failed (spills, stack and missing loops still fail);
                 one that meets them fails until the note is removed, so none stays stale
     "phases"    the hot loops: [{"name", "select": RULE, "elements": logit elements one
-                iteration processes per thread, optional "min_loads_in_flight"}]
+                iteration processes per thread, optional "min_loads_in_flight", optional
+                "cold": [names of the sources' cold regions that the case never runs]}]
   RULE picks one loop of the kernel, in program order, by all of:
     "loops"     "innermost" (contains no other loop; the default), "outermost" (inside none)
                 or "any"
@@ -59,12 +60,17 @@ into a loop from code placed after it, as ptxas does with out-of-line paths, clo
 a bra to an earlier label (PTX's block order is NVVM's: rougher). Its instructions: every one
 from the target to the backward branch inclusive, NOPs (padding) excluded and both sides of every
 branch inside counted (a static count: exact for a branch-free body, an upper bound otherwise), a
-CALL as one (its callee is listed, not counted). Instructions per element: instructions /
-elements; a case's figure is the sum over its phases. Loads in flight: walking the loop once in
-program order, consecutive 128-bit global or generic loads (LDG, LD: a generic pointer may point
-to global memory) of one basic block form a batch until an instruction reads or writes one of
-the batch's destination registers (a .128 load to R4 writes R4..R7), a CALL or the block's end;
-the largest batch (so loads on two paths never add up).
+CALL as one (its callee is listed, not counted); less, for a phase that names cold regions, the
+loop's cold blocks: the basic blocks every instruction of which comes from a named region, itself
+or through the calls that inlined it there (nvdisasm -gi's chains). A cold region is the lines
+between a `// cold: NAME` comment and the next `// cold end` in a source or header: code that a
+case's input never reaches (another loss's finish, an ignored row). A named region that is no
+block of the loop fails the case, so that a note cannot outlive its code. Instructions per
+element: instructions / elements; a case's figure is the sum over its phases. Loads in flight:
+walking the loop once in program order, consecutive 128-bit global or generic loads (LDG, LD: a
+generic pointer may point to global memory) of one basic block form a batch until an instruction
+reads or writes one of the batch's destination registers (a .128 load to R4 writes R4..R7), a
+CALL or the block's end; the largest batch (so loads on two paths never add up).
 """
 import argparse
 import concurrent.futures
@@ -77,7 +83,7 @@ import tempfile
 # The command line; the work is done by the kernel_report_*.py modules beside this file, one job
 # each, which Python finds because a script's own folder comes first on its path.
 from kernel_report_compile import ReportError, compile_source, parse_ptxas, version
-from kernel_report_manifest import evaluate, load_manifest
+from kernel_report_manifest import cold_regions, evaluate, load_manifest
 from kernel_report_names import demangle, enumerators, short_name
 from kernel_report_ptx import parse_ptx
 from kernel_report_render import case_table, list_loops, render
@@ -125,13 +131,14 @@ def main(argv=None):
         names = demangle([k.mangled for k in kernels])
         headers = [os.path.join(d, f) for i in includes for d, _, files in os.walk(i)
                    for f in files if f.endswith((".h", ".hpp", ".cuh"))]
-        enums = enumerators([os.path.join(a.source_dir, s) for s in manifest["sources"]] + headers)
+        sources = [os.path.join(a.source_dir, s) for s in manifest["sources"]] + headers
+        enums = enumerators(sources)
         for k in kernels:
             k.name = short_name(names[k.mangled], enums)
         if a.list_loops:
             list_loops([k for k in kernels if re.search(a.list_loops, k.name)], mode)
             return 0
-        cases, stale = evaluate(kernels, manifest, mode)
+        cases, stale = evaluate(kernels, manifest, mode, cold_regions(sources))
     except ReportError as e:
         print(f"kernel_report: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ class Insn:
     args: str         # operands
     addr: str = ""    # SASS: its address; PTX: its index
     line: str = ""    # source file:line (-lineinfo)
+    frames: tuple = ()  # SASS: `line` and the file:line of every call that inlined it there
     target: str = ""  # branch target label
     mem: str = ""     # ldg, stg, lds, sts, ld, st (generic), ldl, stl (local), async, or ""
     width: int = 0    # access width in bits
@@ -52,6 +53,35 @@ class Loop:
             if i.target or i.call:  # so does the block
                 best, batch, pending = max(best, batch), 0, set()
         return max(best, batch)
+
+    def blocks(self):
+        """The loop's basic blocks, in program order: a branch target begins one, a branch or an
+        EXIT ends one."""
+        out, block = [], []
+        for i in self.insns:
+            if i.label and block:
+                out.append(block)
+                block = []
+            block.append(i)
+            if i.target or i.op.startswith("EXIT"):
+                out.append(block)
+                block = []
+        return out + ([block] if block else [])
+
+    def cold_blocks(self, regions):
+        """The blocks made of code in `regions` ({name: (file, first line, last line)}) alone:
+        each of their instructions comes from a region's lines, itself or through a call made
+        there (SASS: its inlining chain)."""
+        def inside(where):
+            name, n = where.rsplit(":", 1)
+            return any(name == f and a <= int(n) <= b for f, a, b in regions.values())
+
+        cold = []
+        for b in self.blocks():
+            code = [i for i in b if not i.nop]
+            if code and all(any(inside(w) for w in i.frames) for i in code):
+                cold.append(code)
+        return cold
 
     def widths(self, *kinds):
         c = collections.Counter(i.width for i in self.insns if i.mem in kinds)

@@ -2,6 +2,7 @@
 docstring), its checks, and the verdict of every budgeted case against its kernels."""
 import dataclasses
 import json
+import os
 import re
 
 from kernel_report_compile import Kernel, ReportError
@@ -11,7 +12,7 @@ from kernel_report_occupancy import H200, occupancy
 # The manifest's keys: required, then optional.
 KERNEL_KEYS = ({"name", "threads", "budget", "phases"},
                {"case", "dynamic_shared", "min_loads_in_flight", "min_occupancy", "open"})
-PHASE_KEYS = ({"name", "select", "elements"}, {"min_loads_in_flight"})
+PHASE_KEYS = ({"name", "select", "elements"}, {"min_loads_in_flight", "cold"})
 RULE_KEYS = (set(), {"loops", "having", "index"})
 HAVING = {"ldg128", "lds128", "ld128", "load128", "stg128", "sts128", "mufu"}
 
@@ -46,6 +47,31 @@ def load_manifest(path):
     return m
 
 
+def cold_regions(paths):
+    """The sources' cold regions: {name: (file name, first line, last line)}, the lines between a
+    `// cold: NAME` comment and the next `// cold end`."""
+    regions = {}
+    for path in paths:
+        with open(path) as f:
+            lines = f.read().splitlines()
+        begun = None
+        for n, text in enumerate(lines, 1):
+            if m := re.match(r"\s*// cold: (.+?)\s*$", text):
+                if begun:
+                    raise ReportError(f"{path}:{n}: cold region {m[1]!r} inside {begun[0]!r}")
+                begun = (m[1], n + 1)
+            elif re.match(r"\s*// cold end\s*$", text):
+                if not begun:
+                    raise ReportError(f"{path}:{n}: 'cold end' without a region")
+                if begun[0] in regions:
+                    raise ReportError(f"{path}: cold region {begun[0]!r} defined twice")
+                regions[begun[0]] = (os.path.basename(path), begun[1], n - 1)
+                begun = None
+        if begun:
+            raise ReportError(f"{path}: cold region {begun[0]!r} has no end")
+    return regions
+
+
 @dataclasses.dataclass
 class Case:
     kernel: Kernel
@@ -54,18 +80,30 @@ class Case:
     occupancy: tuple
     failures: list
     open_misses: list = dataclasses.field(default_factory=list)  # reported, not failed ("open")
+    cold: dict = dataclasses.field(default_factory=dict)  # phase name: instructions skipped
+
+    def counted(self, p, loop):
+        """A phase's instructions on the case's path: its loop's, less its cold blocks'."""
+        return loop.instructions - self.cold.get(p["name"], 0)
 
     @property
     def per_element(self):
-        v = [l.instructions / p["elements"] if l else None for p, l in self.phases]
+        v = [self.counted(p, l) / p["elements"] if l else None for p, l in self.phases]
         return sum(v) if v and None not in v else None
 
     def min_in_flight(self, p):
         return p.get("min_loads_in_flight", self.spec.get("min_loads_in_flight", 0))
 
 
-def evaluate(kernels, manifest, mode):
-    """Every manifest case against its kernels; returns the cases and the stale entries."""
+def evaluate(kernels, manifest, mode, regions):
+    """Every manifest case against its kernels; returns the cases and the stale entries.
+    `regions`: the sources' cold regions (cold_regions)."""
+    for spec in manifest["kernels"]:
+        for p in spec["phases"]:
+            for name in p.get("cold", []):
+                if name not in regions:
+                    raise ReportError(f"manifest: phase {p['name']!r} of {spec['name']!r} names "
+                                      f"cold region {name!r}, which no source marks")
     cases, stale = [], []
     for spec in manifest["kernels"]:
         rx = re.compile(spec["name"])
@@ -94,7 +132,14 @@ def evaluate(kernels, manifest, mode):
                 for p, l in case.phases:
                     if l is None:
                         fails.append(f"phase {p['name']!r}: no loop matches {p['select']}")
-                    elif l.in_flight < case.min_in_flight(p):
+                        continue
+                    for name in p.get("cold", []):
+                        blocks = l.cold_blocks({name: regions[name]})
+                        if not blocks:
+                            fails.append(f"phase {p['name']!r}: cold region {name!r} is no "
+                                         "block of its loop")
+                        case.cold[p["name"]] = case.cold.get(p["name"], 0) + sum(map(len, blocks))
+                    if l.in_flight < case.min_in_flight(p):
                         misses.append(f"phase {p['name']!r}: {l.in_flight} 16-byte loads in "
                                       f"flight < {case.min_in_flight(p)}")
                 if case.per_element is not None and case.per_element > spec["budget"]:

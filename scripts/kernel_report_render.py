@@ -34,7 +34,8 @@ def loop_table(cases, mode):
     rows, seen = [], set()
     for c in cases:
         for p, l in c.phases:
-            key = (c.kernel.mangled, p["name"], l and l.start, p["elements"])
+            key = (c.kernel.mangled, p["name"], l and l.start, p["elements"],
+                   tuple(p.get("cold", [])))
             if key in seen:
                 continue  # another case of the same kernel and loop
             seen.add(key)
@@ -42,8 +43,10 @@ def loop_table(cases, mode):
                 rows.append([f"`{c.kernel.name}`", p["name"], "not found"] + ["–"] * 11)
                 continue
             rows.append([f"`{c.kernel.name}`", p["name"], f"{l.insns[0].addr}–{l.insns[-1].addr}",
-                         l.insns[-1].line or "–", l.counted(), p["elements"],
-                         f"{l.instructions / p['elements']:.1f}", l.global_loads(), l.widths("stg"),
+                         l.insns[-1].line or "–", l.counted() + (
+                             f"; {c.cold[p['name']]} cold" if c.cold.get(p["name"]) else ""),
+                         p["elements"], f"{c.counted(p, l) / p['elements']:.1f}",
+                         l.global_loads(), l.widths("stg"),
                          l.widths("lds", "sts"), l.widths("ld", "st"), l.mufu(), l.in_flight,
                          l.calls()])
     return table(["kernel", "phase", "loop", "backward branch at", "instructions", "elements",
@@ -88,8 +91,10 @@ def render(kernels, cases, failures, mode, tools, manifest_path):
         "of 256, 64 warps, 32 blocks, 228 KB shared memory/SM with 1 KB reserved per block), for "
         "the block size of `__launch_bounds__` and the manifest's dynamic shared memory.",
         "- Instructions per element: a loop's instructions, NOPs excluded and every side of a "
-        "branch inside counted (an upper bound for a body with branches), over the elements one "
-        "iteration processes per thread, summed over the phases. Loads in flight: the most "
+        "branch inside counted (an upper bound for a body with branches), less the basic blocks "
+        "of the source's cold regions (`// cold: NAME` ... `// cold end`) that the case's phase "
+        "names as code it never runs (shown as \"N cold\"), over the elements one iteration "
+        "processes per thread, summed over the phases. Loads in flight: the most "
         "16-byte global (or generic) loads of one basic block issued before one of them is read. "
         "Definitions: the script's docstring.",
         "", "## Verdict", "", verdict, "",

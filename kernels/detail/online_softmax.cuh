@@ -13,6 +13,8 @@ namespace fusedloss::kernels::detail {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+constexpr float kLn2 = 0.6931471805599453f;
+
 /// 2^x on the special-function unit: one instruction, within 2 ulp; 2^-inf = 0, subnormal results
 /// flush to 0 (they are below every tolerance of a probability).
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -21,10 +23,24 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+/// log2 x on the special-function unit: an absolute error of at most 2^-22.6 (where x is normal;
+/// a subnormal x flushes to 0 and gives -inf), a relative error of ~2e-7 in the 2^(...) it feeds.
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Plain data (no constructor), so that it can live in __shared__ memory; start from none().
+//
+// The sum is kept in base 2, relative to scaled_ref() = ref() log2 e rounded to float32, so that
+// an element's exponential is one multiply-add and one 2^x: 2^(x log2 e - scaled_ref()), which is
+// exp(x - ref()) 2^residual() with residual() = ref() log2 e - scaled_ref() (|residual| <= half
+// an ulp of scaled_ref), the same factor for every element. log_sum() takes it back out exactly,
+// and a quotient of two terms (the kept exponentials over the sum) never sees it.
 struct row_summary {
   float max;           // of the logits seen; a NaN is left to `sum`, which it makes NaN
-  float sum;           // sum of exp(x - ref())
+  float sum;           // sum of 2^(x log2 e - scaled_ref())
   float weighted;      // sum of c * (x - ref()) over the elements seen, c their coefficients
   float coefficients;  // sum of c
 
@@ -35,16 +51,36 @@ struct row_summary {
   /// that -inf - ref is -inf, never -inf - -inf).
   __device__ __forceinline__ float ref() const { return max == -INFINITY ? 0.0f : max; }
 
+  /// ref() log2 e, rounded once (never contracted into a neighbouring multiply-add, so every use
+  /// sees the same value).
+  __device__ __forceinline__ float scaled_ref() const { return __fmul_rn(ref(), kLog2e); }
+
+  /// ref() log2 e - scaled_ref(), exactly (the rounding error of a product is an FMA away).
+  __device__ __forceinline__ float residual() const { return fmaf(ref(), kLog2e, -scaled_ref()); }
+
+  /// log sum_c exp(x_c - ref()), the row's LSE less its reference: 4 instructions where logf
+  /// takes ~27, within ~1.1e-7 of it (the sum is about 1 at least, from the maximum itself, unless
+  /// it is 0 or NaN).
+  __device__ __forceinline__ float log_sum() const { return (fast_log2(sum) - residual()) * kLn2; }
+
+  /// sum_c exp(x_c - ref()), for a reader outside the kernels.
+  __device__ __forceinline__ float natural_sum() const { return sum * fast_exp2(-residual()); }
+
   /// log sum exp of the row: -inf for a row of -inf logits, NaN with a NaN or +inf logit.
-  __device__ __forceinline__ float lse() const { return max + logf(sum); }
+  __device__ __forceinline__ float lse() const { return max + log_sum(); }
+
+  /// The exponential of one element relative to the reference, as `sum` holds them.
+  __device__ __forceinline__ float exp_of(float x) const {
+    return fast_exp2(fmaf(x, kLog2e, -scaled_ref()));
+  }
 
   /// Moves the reference to `to` (>= ref() unless the reference was the 0 of an all -inf summary).
   __device__ __forceinline__ void rebase(float to) {
     const float shift = ref() - to;
     if (shift != 0.0f) {
       // A zero sum stays zero even when 2^shift overflows (an all -inf summary meeting a negative
-      // maximum); a NaN stays NaN.
-      if (sum != 0.0f) sum *= fast_exp2(shift * kLog2e);
+      // maximum); a NaN stays NaN. The factor is exact between the two base-2 references.
+      if (sum != 0.0f) sum *= fast_exp2(scaled_ref() - __fmul_rn(to, kLog2e));
       if (coefficients != 0.0f) weighted += shift * coefficients;
     }
   }
@@ -93,17 +129,20 @@ __device__ __forceinline__ float tree_sum(float (&v)[N]) {
 }
 
 /// Adds N logits (already soft-capped) to `s`, relative to s.ref(), which must be at least their
-/// maximum. With kCoefficients the weighted sum takes c_k (x_k - ref); with kZeroGuard a
-/// coefficient of exactly 0 adds exactly 0 even beside a -inf logit (0 * -inf would be NaN). A
-/// caller that knows no coefficient is 0 leaves the guard's two instructions an element out.
+/// maximum, leaving each one's term of the sum in e_k. With kCoefficients the weighted sum takes
+/// c_k (x_k - ref); with kZeroGuard a coefficient of exactly 0 adds exactly 0 even beside a -inf
+/// logit (0 * -inf would be NaN). A caller that knows no coefficient is 0 leaves the guard's two
+/// instructions an element out.
 template <int N, bool kCoefficients, bool kZeroGuard = true>
-__device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)[N],
-                                           row_summary& s) {
+__device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)[N], row_summary& s,
+                                           float (&e)[N]) {
   const float ref = s.ref();
-  float e[N];
 #pragma unroll
-  for (int k = 0; k < N; ++k) e[k] = fast_exp2((x[k] - ref) * kLog2e);
-  s.sum += tree_sum(e);
+  for (int k = 0; k < N; ++k) e[k] = s.exp_of(x[k]);
+  float terms[N];  // tree_sum adds in place
+#pragma unroll
+  for (int k = 0; k < N; ++k) terms[k] = e[k];
+  s.sum += tree_sum(terms);
   if constexpr (kCoefficients) {
     float wd[N], cc[N];
 #pragma unroll
@@ -114,6 +153,14 @@ __device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)
     s.weighted += tree_sum(wd);
     s.coefficients += tree_sum(cc);
   }
+}
+
+/// accumulate, for a caller that needs no exponential back.
+template <int N, bool kCoefficients, bool kZeroGuard = true>
+__device__ __forceinline__ void accumulate(const float (&x)[N], const float (&c)[N],
+                                           row_summary& s) {
+  float e[N];
+  accumulate<N, kCoefficients, kZeroGuard>(x, c, s, e);
 }
 
 /// Folds N logits (already soft-capped) into `s`, given their maximum `chunk_max` (NaNs ignored):

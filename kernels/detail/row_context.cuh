@@ -21,6 +21,7 @@ namespace fusedloss::kernels {
 namespace {
 
 using detail::fast_exp2;
+using detail::fast_log2;
 using detail::feature;
 using detail::kBlockThreads;
 using detail::kLog2e;
@@ -205,14 +206,6 @@ __device__ __forceinline__ float cap_of(const row_context& ctx, float x) {
   }
 }
 
-// log2 x on the special-function unit (absolute error ~2^-22: a relative error of ~2e-7 in the
-// 2^(... + log2 |P|) it feeds).
-__device__ __forceinline__ float fast_log2(float x) {
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // Finishes a row from its summary (or its saved LSE, in which case `s` only carries the
 // coefficients). `x_y` is the capped target logit (index targets). Only the losses feature F
 // serves are compiled in.
@@ -230,12 +223,12 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
 
   const float lse = out.lse;
   const float up = p.grad == nullptr ? 0.0f : ctx.upstream(r);
-  const float eps = p.label_smoothing;
+  const float eps = F == feature::plain ? 0.0f : p.label_smoothing;  // plain: none, or focal
   out.z = term(p.z_loss, lse * lse);
   const float z_grad = up * 2.0f * p.z_loss * lse;
   // -sum_c c_c lp_c over the row (the smoothing term, or the probability-target loss); +inf when
   // a -inf logit has a positive coefficient (its term in `weighted` is -inf).
-  const float smoothing_sum = term(s.coefficients, logf(s.sum)) - s.weighted;
+  const float smoothing_sum = term(s.coefficients, s.log_sum()) - s.weighted;
 
   const row_loss kind = F == feature::probability ? row_loss::probability_cross_entropy
                         : F == feature::smoothing || F == feature::weighted_smoothing
@@ -261,7 +254,8 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
       out.A = 0.0f;
       out.B = up;
       break;
-    default: {  // softmax focal
+    default: {
+      // cold: softmax focal's finish
       const float lp = x_y - lse;
       const float u = expf(lp);
       const float m = -expm1f(lp);  // 1 - u without cancellation
@@ -275,6 +269,7 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
       out.B = 0.0f;
       out.y = y;
       out.z = 0.0f;
+      // cold end
     }
   }
   out.log2_p = fast_log2(fabsf(out.P));
@@ -282,37 +277,52 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
   return out;
 }
 
-// The gradient of one element from its raw logit and coefficient, without the target's -A.
+// Soft-caps a raw logit x where feature F may cap (x stays itself without a cap), returning the
+// cap's slope there: 1 - tanh^2, or 1.
 template <feature F>
-__device__ __forceinline__ float gradient_of(const row_context& ctx, const row_result& res, float x,
-                                             float c) {
-  float slope = 1.0f;
+__device__ __forceinline__ float capped_with_slope(const row_context& ctx, float& x) {
   if constexpr (kMayCap<F>) {
     if (ctx.capped) {
       const float t = tanhf(x * ctx.inverse_cap);
       x = ctx.p.softcap * t;
-      slope = 1.0f - t * t;
+      return 1.0f - t * t;
     }
   }
+  return 1.0f;
+}
+
+// The gradient of one element from its raw logit and coefficient, without the target's -A.
+template <feature F>
+__device__ __forceinline__ float gradient_of(const row_context& ctx, const row_result& res, float x,
+                                             float c) {
+  const float slope = capped_with_slope<F>(ctx, x);
   float g = fast_exp2(fmaf(x - res.lse, kLog2e, res.log2_p)) * res.sign;
   if constexpr (kHasCoefficients<F>) g = fmaf(-res.B, c, g);
   return g * slope;
 }
 
-// The target's gradient (P p_y - A - B c_y) cap'(x_y), from its raw logit, in float32.
+// gradient_of from the element's exponential e = exp(x - ref) that the fold kept, given
+// scale = P exp(ref - lse): one multiply where gradient_of spends a subtraction, a multiply-add,
+// an exponential and a multiply. `raw` is the raw logit, for the soft-cap's slope.
+template <feature F>
+__device__ __forceinline__ float gradient_from_exp(const row_context& ctx, const row_result& res,
+                                                   float scale, float e, float raw, float c) {
+  const float slope = capped_with_slope<F>(ctx, raw);
+  float g = e * scale;
+  if constexpr (kHasCoefficients<F>) g = fmaf(-res.B, c, g);
+  return g * slope;
+}
+
+// The target's gradient (P p_y - A - B c_y) cap'(x_y), from its raw logit, in float32. p_y on the
+// special-function unit: its relative error of ~2^-22 is far inside the budget of this sum, where
+// P p_y and A cancel.
 template <feature F>
 __device__ float target_gradient(const row_context& ctx, const row_result& res, int64_t r,
                                  float raw_x_y) {
-  float x = raw_x_y, slope = 1.0f;
-  if constexpr (kMayCap<F>) {
-    if (ctx.capped) {
-      const float t = tanhf(x * ctx.inverse_cap);
-      x = ctx.p.softcap * t;
-      slope = 1.0f - t * t;
-    }
-  }
+  float x = raw_x_y;
+  const float slope = capped_with_slope<F>(ctx, x);
   const float c = kHasCoefficients<F> ? ctx.coefficient<F>(r, res.y) : 0.0f;
-  return (res.P * expf(x - res.lse) - res.A - res.B * c) * slope;
+  return (res.P * fast_exp2((x - res.lse) * kLog2e) - res.A - res.B * c) * slope;
 }
 
 // The per-row outputs and the block's running sums, written by one thread of the row.
@@ -321,7 +331,9 @@ __device__ void write_row_outputs(const row_context& ctx, int64_t r, int64_t y,
   const row_problem& p = ctx.p;
   if (p.lse != nullptr && !p.read_lse) p.lse[r] = res.lse;
   if (y == kInvalid && p.invalid_target_count != nullptr) {
+    // cold: the invalid-target counter
     atomicAdd(reinterpret_cast<unsigned long long*>(p.invalid_target_count), 1ull);
+    // cold end
   }
   if (p.reduction == FUSEDLOSS_REDUCTION_NONE) {
     if (p.loss != nullptr) p.loss[r] = res.loss;

@@ -42,17 +42,21 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int64_t kCounterStart = 7;  // invalid_target_count before a call: calls add to it
 
 // ------------------------------------------------------------------------------------------------
-// Tolerances, derived once. The kernels compute in float32 (expf, logf, tanhf, powf, expm1f, each
-// within a few float32 ulps); the reference in double from the same stored inputs, rounding once to
-// the output dtype.
+// Tolerances, derived once. The kernels compute in float32 (expf, tanhf, powf, expm1f, each within
+// a few float32 ulps; 2^x and log2 on the special-function unit, within 2 ulps and 2^-22.6
+// absolute); the reference in double from the same stored inputs, rounding once to the output
+// dtype.
 //
-// t_r, the float32 error budget of row r. The kernels' LSE is max + logf(sum): the final addition
-// alone is off by up to half a float32 ulp of |LSE| (2^-24 |LSE|), logf by an ulp of a value below
-// ~20 (~1e-6), and the sum of exponentials by a relative error that one thread accumulates over the
-// elements it folds in sequence (rounding errors of random sign, ~sqrt(n) 2^-24: ~1e-6 for the up
-// to 1000 elements a thread folds in these tests). Every p_j = exp(x_j - LSE) inherits the LSE's
-// absolute error as a relative one (plus the rounding of x_j - LSE, < 1e-6 where p_j matters), and
-// a soft-capped logit s tanh(x/s) carries a few ulps of s. So
+// t_r, the float32 error budget of row r. The kernels' LSE is max + ln(sum), the sum kept in base 2
+// relative to max log2 e rounded (whose rounding error the log takes back out exactly): the final
+// addition alone is off by up to half a float32 ulp of |LSE| (2^-24 |LSE|), the log by ~1e-7 and
+// its scaling by an ulp of a value below ~20 (~1e-6), and the sum of exponentials by a relative
+// error that one thread accumulates over the elements it folds in sequence (rounding errors of
+// random sign, ~sqrt(n) 2^-24: ~1e-6 for the up to 1000 elements a thread folds in these tests).
+// Every p_j = exp(x_j - LSE) inherits the LSE's absolute error as a relative one (plus the rounding
+// of x_j - LSE, < 1e-6 where p_j matters; the warp tier's p_j, a kept exponential over the sum,
+// shares the sum's error and not the LSE's), and a soft-capped logit s tanh(x/s) carries a few ulps
+// of s. So
 //     t_r = 8e-6 + 2^-22 (max(1, |LSE_r|) + softcap)
 // bounds both the LSE's absolute error and the relative error of every p_j: a factor 4 over the
 // half-ulp terms, ~5 over the accumulated ones. At |LSE| = 1e4 (the +-1e4 and shifted rows) it is
