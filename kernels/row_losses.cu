@@ -91,6 +91,7 @@ int prepass_blocks_of(const row_problem& p, int sms) {
 feature feature_of(const row_problem& p) {
   if (p.kind == row_loss::probability_cross_entropy) return feature::probability;
   if (p.softcap > 0) return feature::general;
+  if (p.kind == row_loss::softmax_focal) return feature::focal;
   if (p.kind == row_loss::cross_entropy && p.label_smoothing > 0) {
     return p.weight != nullptr ? feature::weighted_smoothing : feature::smoothing;
   }

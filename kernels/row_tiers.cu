@@ -36,6 +36,7 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
   constexpr int kSlots = kVector ? kWarpVectorsPerLane : kWarpScalarsPerLane;
   constexpr int kSlotElements = kVector ? V : 1;
   using slot = std::conditional_t<kVector, uint4, T>;
+  constexpr bool kSkipsSlots = kHasCoefficients<F> || kMayCap<F>;
   const row_context ctx(p, w.normaliser, w.weights_total);
   const int lane = threadIdx.x % 32;
   const int group = lane / lanes;
@@ -84,16 +85,22 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     const int64_t r = first + group;
     const bool active = r < ctx.rows();
     const T* x_row = static_cast<const T*>(p.logits) + (active ? r : 0) * p.row_stride;
-    const int64_t y = active ? ctx.target(r) : kIgnored;
-    const float raw_x_y = raw_target_logit(ctx, x_row, y);
+    const int64_t y = active ? ctx.target<F>(r) : kIgnored;
+    const float raw_x_y = raw_target_logit<F>(ctx, x_row, y);
 
-    // Slot k of this lane is slot k * lanes + l of the row: one pointer a lane, stepped by the
-    // group's width (not a 64-bit address computed per slot).
-    const slot* x_slots = reinterpret_cast<const slot*>(x_row) + l;
+    // Slot k of this lane is slot k * lanes + l of the row. A slot past the row (or of a row past
+    // the last) is the row's last slot again: without options, what it adds to the sum is dropped
+    // (a select a slot, not a branch) and its gradient store writes the same value as the slot's
+    // own; the options' loops, whose registers a slot's coefficients and tanh fill, skip it.
+    const slot* x_slots = reinterpret_cast<const slot*>(x_row);
+    int at[kSlots];
+    bool valid[kSlots];
     slot raw[kSlots];
 #pragma unroll
     for (int k = 0; k < kSlots; ++k) {
-      if (active && k * lanes + l < whole) raw[k] = x_slots[k * lanes];
+      valid[k] = active && k * lanes + l < whole;
+      at[k] = min(k * lanes + l, whole - 1);
+      raw[k] = x_slots[at[k]];
     }
     const auto values = [&](int k, float(&x)[kSlotElements]) {
       if constexpr (kVector) {
@@ -106,20 +113,29 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         for (int e = 0; e < kSlotElements; ++e) x[e] = ctx.cap(x[e]);
       }
     };
+    const auto coefficients = [&](int k, float(&c)[kSlotElements]) {
+      if constexpr (kHasCoefficients<F>) {
+        if constexpr (kVector) {
+          ctx.coefficients<F>(r, at[k] * V, c);
+        } else {
+          c[0] = ctx.coefficient<F>(r, at[k]);
+        }
+      }
+    };
 
-    // Pass 1: the row's maximum; pass 2: each element's exponential relative to it, which stays in
-    // registers for the gradient, and the row's sum and weighted sum. A backward given the LSE
-    // takes the exponentials relative to it instead, and folds nothing.
+    // Pass 1: the row's maximum (a copy of a logit changes no maximum); pass 2: each element's
+    // exponential relative to it, kept in shared memory for the gradient, and the row's sums. A
+    // backward given the LSE takes the exponentials relative to the LSE instead (a non-finite
+    // one leaves the reference at 0, and the scale below carries it).
     row_summary s = row_summary::none();
     if (!p.read_lse) {
-      float m = -INFINITY;
+      float m;
+      if constexpr (kVector && !kMayCap<F>) {
+        m = detail::vectors_max<T>(raw);  // in pairs of the logits' own type, all slots at once
+      } else {
+        m = -INFINITY;
 #pragma unroll
-      for (int k = 0; k < kSlots; ++k) {
-        if (!active || k * lanes + l >= whole) continue;
-        if constexpr (kVector && !kMayCap<F>) {
-          const uint4 one[1] = {raw[k]};
-          m = fmaxf(m, detail::vectors_max<T>(one));
-        } else {
+        for (int k = 0; k < kSlots; ++k) {
           float x[kSlotElements];
           values(k, x);
 #pragma unroll
@@ -134,50 +150,38 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
         m = fmaxf(m, offset < lanes ? o : m);
       }
       s.max = m;
-#pragma unroll
-      for (int k = 0; k < kSlots; ++k) {
-        const int i = k * lanes + l;
-        if (!active || i >= whole) continue;
-        float x[kSlotElements], c[kSlotElements];
-        values(k, x);
-        if constexpr (kHasCoefficients<F>) {
-          if constexpr (kVector) {
-            ctx.coefficients<F>(r, i * V, c);
-          } else {
-            c[0] = ctx.coefficient<F>(r, i);
-          }
-        }
-        float e[kSlotElements];
-        detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s, e);
-        keep(k, e);
-      }
-      // Every lane of a group folded relative to the same maximum: the merge only adds (a step
-      // past the group's width adds 0).
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) {
-        const bool inside = offset < lanes;
-        const float sum = __shfl_xor_sync(0xffffffffu, s.sum, offset);
-        s.sum += inside ? sum : 0.0f;
-        if constexpr (kHasCoefficients<F>) {
-          const float weighted = __shfl_xor_sync(0xffffffffu, s.weighted, offset);
-          const float coefficients = __shfl_xor_sync(0xffffffffu, s.coefficients, offset);
-          s.weighted += inside ? weighted : 0.0f;
-          s.coefficients += inside ? coefficients : 0.0f;
-        }
-      }
-    } else if (active) {
-      // cold: the exponentials relative to a saved LSE
-      const float lse = p.lse[r];
-#pragma unroll
-      for (int k = 0; k < kSlots; ++k) {
-        if (k * lanes + l >= whole) continue;
-        float x[kSlotElements], e[kSlotElements];
-        values(k, x);
-#pragma unroll
-        for (int v = 0; v < kSlotElements; ++v) e[v] = fast_exp2((x[v] - lse) * kLog2e);
-        keep(k, e);
-      }
+    } else {
+      // cold: the reference of a backward given the LSE
+      const float lse = active ? p.lse[r] : 0.0f;
+      s.max = isfinite(lse) ? lse : -INFINITY;
       // cold end
+    }
+#pragma unroll
+    for (int k = 0; k < kSlots; ++k) {
+      if constexpr (kSkipsSlots) {
+        if (!valid[k]) continue;
+      }
+      float x[kSlotElements], c[kSlotElements], e[kSlotElements];
+      values(k, x);
+      coefficients(k, c);
+      const float sum = s.sum;
+      detail::accumulate<kSlotElements, kHasCoefficients<F>>(x, c, s, e);
+      if (!valid[k]) s.sum = sum;
+      keep(k, e);
+    }
+    // Every lane of a group folded relative to the same reference: the merge only adds (a step
+    // past the group's width adds 0).
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const bool inside = offset < lanes;
+      const float sum = __shfl_xor_sync(0xffffffffu, s.sum, offset);
+      s.sum += inside ? sum : 0.0f;
+      if constexpr (kHasCoefficients<F>) {
+        const float weighted = __shfl_xor_sync(0xffffffffu, s.weighted, offset);
+        const float coefficients = __shfl_xor_sync(0xffffffffu, s.coefficients, offset);
+        s.weighted += inside ? weighted : 0.0f;
+        s.coefficients += inside ? coefficients : 0.0f;
+      }
     }
     __syncwarp();  // in place: every lane has read the target logit before any gradient store
     if (!active) continue;
@@ -185,45 +189,45 @@ __global__ void __launch_bounds__(kWarpThreads, kMinBlocksOf<F>)
     if (l == 0) write_row_outputs(ctx, r, y, res, loss_sum, z_sum);
     if (p.grad == nullptr) continue;
     T* g_row = static_cast<T*>(p.grad) + r * p.grad_row_stride;
+    // The region holds the test too: ptxas moves part of it into the region's blocks.
+    // cold: an ignored row's zero gradient
     if (res.zero_grad) {
-      // cold: an ignored row's zero gradient
       if constexpr (kVector) {
 #pragma unroll
-        for (int k = 0; k < kSlots; ++k) {
-          const int i = k * lanes + l;
-          if (i < whole) store_gradient(g_row + i * V, make_uint4(0, 0, 0, 0));
-        }
+        for (int k = 0; k < kSlots; ++k) store_gradient(g_row + at[k] * V, make_uint4(0, 0, 0, 0));
       } else {
         for (int j = l; j < C; j += lanes) g_row[j] = detail::from_float<T>(0.0f);
       }
       continue;
       // cold end
     }
-    // What turns a kept term into P p_j: P / sum after a fold (a term over the sum is p_j), P
-    // itself relative to a saved LSE (a term is p_j).
-    const float scale = p.read_lse ? res.P : __fdividef(res.P, s.sum);
+    // What turns a kept term into P p_j: P / sum after a fold (a term over the sum is p_j); given
+    // the LSE, P exp(ref - lse) less the base-2 rounding of the reference that each term carries
+    // (P itself for a finite LSE).
+    const float scale = !p.read_lse
+                            ? __fdividef(res.P, s.sum)
+                            : res.P * fast_exp2((s.ref() - res.lse) * kLog2e - s.residual());
 #pragma unroll
     for (int k = 0; k < kSlots; ++k) {
-      const int i = k * lanes + l;
-      if (i >= whole) continue;
+      if constexpr (kSkipsSlots) {
+        if (!valid[k]) continue;
+      }
       float x[kSlotElements], c[kSlotElements], e[kSlotElements], g[kSlotElements];
       if constexpr (kVector) {
         detail::unpack<T>(raw[k], x);
-        if constexpr (kHasCoefficients<F>) ctx.coefficients<F>(r, i * V, c);
       } else {
         x[0] = detail::to_float(raw[k]);
-        c[0] = ctx.coefficient<F>(r, i);
       }
+      coefficients(k, c);
       kept(k, e);
 #pragma unroll
       for (int v = 0; v < kSlotElements; ++v) {
         g[v] = gradient_from_exp<F>(ctx, res, scale, e[v], x[v], c[v]);
       }
       if constexpr (kVector) {
-        store_gradient(reinterpret_cast<T*>(reinterpret_cast<uint4*>(g_row) + l + k * lanes),
-                       detail::pack<T>(g));
+        store_gradient(g_row + at[k] * V, detail::pack<T>(g));
       } else {
-        g_row[i] = detail::from_float<T>(g[0]);
+        g_row[at[k]] = detail::from_float<T>(g[0]);
       }
     }
     __syncwarp(0xffffffffu >> (32 - lanes) << (group * lanes));
@@ -247,12 +251,12 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
   const int step = static_cast<int>(p.spatial);
   const bool zero_guard = any_zero_weight<F>(ctx, 0, C);
   double loss_sum = 0, z_sum = 0;
-  int64_t y = blockIdx.x < ctx.rows() ? ctx.target(blockIdx.x) : 0;
+  int64_t y = blockIdx.x < ctx.rows() ? ctx.target<F>(blockIdx.x) : 0;
   for (int64_t r = blockIdx.x; r < ctx.rows(); r += gridDim.x) {
     const int64_t next = r + gridDim.x;
-    const int64_t y_next = next < ctx.rows() ? ctx.target(next) : 0;  // in flight over this row
+    const int64_t y_next = next < ctx.rows() ? ctx.target<F>(next) : 0;  // in flight over this row
     const T* x_row = static_cast<const T*>(p.logits) + ctx.base(r, p.row_stride);
-    const float raw_x_y = raw_target_logit(ctx, x_row, y);
+    const float raw_x_y = raw_target_logit<F>(ctx, x_row, y);
     row_summary s = row_summary::none();
     if (!p.read_lse) {
       fold_row<T, F>(ctx, r, x_row, 0, C, step, stage, zero_guard, s);
@@ -312,12 +316,12 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksOf<F>)
   double loss_sum = 0, z_sum = 0;
   int parity = 0;
   const int64_t first = blockIdx.x / blocks;
-  int64_t y = first < ctx.rows() ? ctx.target(first) : 0;
+  int64_t y = first < ctx.rows() ? ctx.target<F>(first) : 0;
   for (int64_t r = first; r < ctx.rows(); r += clusters, parity ^= 1) {
     const int64_t next = r + clusters;
-    const int64_t y_next = next < ctx.rows() ? ctx.target(next) : 0;
+    const int64_t y_next = next < ctx.rows() ? ctx.target<F>(next) : 0;
     const T* x_row = static_cast<const T*>(p.logits) + r * p.row_stride;
-    const float raw_x_y = raw_target_logit(ctx, x_row, y);
+    const float raw_x_y = raw_target_logit<F>(ctx, x_row, y);
     row_summary s = row_summary::none();
     fold_row<T, F>(ctx, r, x_row, begin, end, 1, stage, zero_guard, s);
     s = block_summary(s, scratch);
@@ -356,8 +360,8 @@ __global__ void __launch_bounds__(kSpatialThreads)
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kSpatialThreads + threadIdx.x; r < ctx.rows();
        r += static_cast<int64_t>(gridDim.x) * kSpatialThreads) {
     const T* x_row = static_cast<const T*>(p.logits) + ctx.base(r, p.row_stride);
-    const int64_t y = ctx.target(r);
-    const float raw_x_y = raw_target_logit(ctx, x_row, y);
+    const int64_t y = ctx.target<F>(r);
+    const float raw_x_y = raw_target_logit<F>(ctx, x_row, y);
     // Probability targets of the row: q_c at targets_row + c * S (no division per class).
     const int64_t targets_row = (r / S) * p.num_classes * S + r % S;
     const auto coefficient = [&](int64_t c) {
@@ -399,7 +403,7 @@ __global__ void __launch_bounds__(kPrepassThreads)
   double d = 0;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kPrepassThreads + threadIdx.x; r < ctx.rows();
        r += static_cast<int64_t>(gridDim.x) * kPrepassThreads) {
-    const int64_t y = ctx.target(r);
+    const int64_t y = ctx.target<feature::plain>(r);  // index targets, whatever the feature
     // Cross-entropy divides by the targets' total weight, softmax focal by their count.
     if (y >= 0) d += p.kind == row_loss::cross_entropy ? ctx.weight(y) : 1.0f;
   }
@@ -441,6 +445,8 @@ auto for_types(fusedloss_dtype dtype, feature f, Args&&... args) {
     switch (f) {
       case feature::plain:
         return Fn<T, feature::plain>::run(args...);
+      case feature::focal:
+        return Fn<T, feature::focal>::run(args...);
       case feature::smoothing:
         return Fn<T, feature::smoothing>::run(args...);
       case feature::weighted_smoothing:

@@ -61,8 +61,10 @@ a bra to an earlier label (PTX's block order is NVVM's: rougher). Its instructio
 from the target to the backward branch inclusive, NOPs (padding) excluded and both sides of every
 branch inside counted (a static count: exact for a branch-free body, an upper bound otherwise), a
 CALL as one (its callee is listed, not counted); less, for a phase that names cold regions, the
-loop's cold blocks: the basic blocks every instruction of which comes from a named region, itself
-or through the calls that inlined it there (nvdisasm -gi's chains). A cold region is the lines
+loop's cold blocks: the basic blocks whose instructions all come from a named region (itself or
+through the calls that inlined it there: nvdisasm -gi's chains), or at least half of them with
+none of those under a predicate but a branch's (the rest being what ptxas copies into a branch's
+blocks; region code predicated beside other code is issued either way). A cold region is the lines
 between a `// cold: NAME` comment and the next `// cold end` in a source or header: code that a
 case's input never reaches (another loss's finish, an ignored row). A named region that is no
 block of the loop fails the case, so that a note cannot outlive its code. Instructions per

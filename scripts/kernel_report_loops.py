@@ -13,6 +13,7 @@ class Insn:
     addr: str = ""    # SASS: its address; PTX: its index
     line: str = ""    # source file:line (-lineinfo)
     frames: tuple = ()  # SASS: `line` and the file:line of every call that inlined it there
+    guarded: bool = False  # SASS: under a predicate (@P0), so issued whether or not it runs
     target: str = ""  # branch target label
     mem: str = ""     # ldg, stg, lds, sts, ld, st (generic), ldl, stl (local), async, or ""
     width: int = 0    # access width in bits
@@ -69,9 +70,13 @@ class Loop:
         return out + ([block] if block else [])
 
     def cold_blocks(self, regions):
-        """The blocks made of code in `regions` ({name: (file, first line, last line)}) alone:
-        each of their instructions comes from a region's lines, itself or through a call made
-        there (SASS: its inlining chain)."""
+        """The blocks of code in `regions` ({name: (file, first line, last line)}): those whose
+        instructions all come from a region's lines (itself or through a call made there: SASS's
+        inlining chain), and those that at least half do, none of those under a predicate (a
+        branch's own aside). The others in such a block are what ptxas copies or moves into a
+        branch's blocks (a loop's step after a `continue`, an address computed there for a later
+        store); region code under a predicate beside other code was merged into the block around
+        it, which issues it whether or not it runs."""
         def inside(where):
             name, n = where.rsplit(":", 1)
             return any(name == f and a <= int(n) <= b for f, a, b in regions.values())
@@ -79,7 +84,9 @@ class Loop:
         cold = []
         for b in self.blocks():
             code = [i for i in b if not i.nop]
-            if code and all(any(inside(w) for w in i.frames) for i in code):
+            ours = [i for i in code if any(inside(w) for w in i.frames)]
+            merged = any(i.guarded and not i.target for i in ours)
+            if code and (len(ours) == len(code) or (2 * len(ours) >= len(code) and not merged)):
                 cold.append(code)
         return cold
 

@@ -20,7 +20,7 @@ def disassemble(nvdisasm, cubin):
     return run([nvdisasm, "-c", "-gi", "-hex", cubin + ".patched"])
 
 
-SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s*(?:@!?U?P[T0-9]+\s+)?"
+SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s*(@!?U?P[T0-9]+\s+)?"
                        r"([A-Z0-9_]+(?:\.[A-Z0-9_]+)*)\s*(.*?)\s*;")
 SASS_MEM = {"LDG": "ldg", "STG": "stg", "LDS": "lds", "STS": "sts", "LD": "ld", "ST": "st",
             "LDL": "ldl", "STL": "stl",
@@ -28,13 +28,13 @@ SASS_MEM = {"LDG": "ldg", "STG": "stg", "LDS": "lds", "STS": "sts", "LD": "ld", 
 SASS_WIDTH = {"128": 128, "64": 64, "U8": 8, "S8": 8, "U16": 16, "S16": 16}
 
 
-def sass_insn(addr, op, args, line, frames):
+def sass_insn(addr, guard, op, args, line, frames):
     base, *mods = op.split(".")
     regs = set()
     for m in re.finditer(r"\bR(\d+)(\.64)?", args):  # R2.64: the pair R2, R3
         regs.update(range(int(m[1]), int(m[1]) + (2 if m[2] else 1)))
     ins = Insn(op, args, f"0x{addr}", line, frames=frames, regs=frozenset(regs),
-               nop=base == "NOP")
+               nop=base == "NOP", guarded=bool(guard) and "PT" not in guard)
     if base == "BRA" and (t := re.search(r"\((\.L\w+)\)", args)):
         ins.target = t[1]
     elif base == "CALL" and (t := re.search(r"`\(([^)]+)\)", args)):

@@ -37,7 +37,7 @@ constexpr int64_t kIgnored = -1;
 constexpr int64_t kInvalid = -2;
 
 template <feature F>
-constexpr bool kHasCoefficients = F != feature::plain;
+constexpr bool kHasCoefficients = !(F == feature::plain || F == feature::focal);
 template <feature F>
 constexpr bool kMayCap = F == feature::general || F == feature::probability;
 // Logit vectors a streaming loop keeps in flight: fewer where a soft-cap's tanh or probability
@@ -49,9 +49,9 @@ constexpr int kUnrollOf =
 // occupancy, 3 is 80, 2 is 128): the options' coefficients and tanh need more registers, and
 // weighted smoothing keeps 4 vectors of logits with their 8 of weights in flight.
 template <feature F>
-constexpr int kMinBlocksOf = F == feature::plain                ? 4
-                             : F == feature::weighted_smoothing ? 2
-                                                                : 3;
+constexpr int kMinBlocksOf = F == feature::plain || F == feature::focal ? 4
+                             : F == feature::weighted_smoothing         ? 2
+                                                                        : 3;
 
 struct row_context {
   const row_problem& p;
@@ -90,7 +90,6 @@ struct row_context {
     upstream_scale = !mean ? g : divisor != 0 ? static_cast<float>(g / divisor) : 0.0f;
   }
 
-  __device__ bool index_targets() const { return p.kind != row_loss::probability_cross_entropy; }
   __device__ int64_t rows() const { return p.batch * p.spatial; }
 
   // Element (c) of row r sits at base(r, stride) + c * S.
@@ -100,9 +99,11 @@ struct row_context {
 
   __device__ float cap(float x) const { return capped ? p.softcap * tanhf(x * inverse_cap) : x; }
 
-  // The row's class, kIgnored or kInvalid (probability targets: 0, never ignored).
+  // The row's class, kIgnored or kInvalid (probability targets, which feature F names at compile
+  // time: 0, never ignored).
+  template <feature F>
   __device__ int64_t target(int64_t r) const {
-    if (!index_targets()) return 0;
+    if constexpr (F == feature::probability) return 0;
     const int64_t y = p.targets_dtype == FUSEDLOSS_INT32
                           ? static_cast<const int32_t*>(p.targets)[r]
                           : static_cast<const int64_t*>(p.targets)[r];
@@ -142,7 +143,7 @@ struct row_context {
   // w_c q'_c for probability targets.
   template <feature F>
   __device__ float coefficient(int64_t r, int64_t c) const {
-    if constexpr (F == feature::plain) {
+    if constexpr (!kHasCoefficients<F>) {
       return 0.0f;
     } else if constexpr (F == feature::smoothing) {
       return 1.0f;
@@ -172,7 +173,7 @@ struct row_context {
         c[4 * k + 2] = v.z;
         c[4 * k + 3] = v.w;
       }
-    } else if constexpr (F != feature::plain) {
+    } else if constexpr (kHasCoefficients<F>) {
 #pragma unroll
       for (int k = 0; k < N; ++k) c[k] = coefficient<F>(r, j0 + k);
     }
@@ -214,7 +215,13 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
                              float x_y) {
   const row_problem& p = ctx.p;
   row_result out{};
-  out.lse = p.read_lse ? p.lse[r] : s.lse();
+  if (p.read_lse) {
+    // cold: the LSE a backward is given
+    out.lse = p.lse[r];
+    // cold end
+  } else {
+    out.lse = s.lse();
+  }
   out.y = -1;
   out.zero_grad = y < 0 || ctx.empty_mean;
   out.log2_p = -INFINITY;
@@ -223,7 +230,7 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
 
   const float lse = out.lse;
   const float up = p.grad == nullptr ? 0.0f : ctx.upstream(r);
-  const float eps = F == feature::plain ? 0.0f : p.label_smoothing;  // plain: none, or focal
+  const float eps = kHasCoefficients<F> || F == feature::general ? p.label_smoothing : 0.0f;
   out.z = term(p.z_loss, lse * lse);
   const float z_grad = up * 2.0f * p.z_loss * lse;
   // -sum_c c_c lp_c over the row (the smoothing term, or the probability-target loss); +inf when
@@ -231,9 +238,9 @@ __device__ row_result finish(const row_context& ctx, int64_t r, int64_t y, const
   const float smoothing_sum = term(s.coefficients, s.log_sum()) - s.weighted;
 
   const row_loss kind = F == feature::probability ? row_loss::probability_cross_entropy
-                        : F == feature::smoothing || F == feature::weighted_smoothing
-                            ? row_loss::cross_entropy
-                            : p.kind;
+                        : F == feature::focal     ? row_loss::softmax_focal
+                        : F == feature::general   ? p.kind
+                                                  : row_loss::cross_entropy;
   switch (kind) {
     case row_loss::cross_entropy: {
       const float w_y = ctx.weight(y);
@@ -336,8 +343,10 @@ __device__ void write_row_outputs(const row_context& ctx, int64_t r, int64_t y,
     // cold end
   }
   if (p.reduction == FUSEDLOSS_REDUCTION_NONE) {
+    // cold: the per-row losses of reduction none
     if (p.loss != nullptr) p.loss[r] = res.loss;
     if (p.z_loss_out != nullptr) p.z_loss_out[r] = res.z;
+    // cold end
   } else {
     loss_sum += res.loss;
     z_sum += res.z;
@@ -377,10 +386,11 @@ __device__ row_summary block_summary(row_summary s, row_summary* scratch) {
 
 // The capped target logit of row r (index targets) and its raw value. Every tier reads it before
 // the row's first barrier: in place, another thread may overwrite it with its gradient after that.
-template <class T>
+template <feature F, class T>
 __device__ __forceinline__ float raw_target_logit(const row_context& ctx, const T* x_row,
                                                   int64_t y) {
-  return y >= 0 && ctx.index_targets() ? detail::to_float(x_row[y * ctx.p.spatial]) : 0.0f;
+  if constexpr (F == feature::probability) return 0.0f;
+  return y >= 0 ? detail::to_float(x_row[y * ctx.p.spatial]) : 0.0f;
 }
 
 template <class T>

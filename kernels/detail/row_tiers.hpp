@@ -24,7 +24,8 @@ constexpr int kMostBlocksPerSm = 2048 / kBlockThreads;  // no tier's grid exceed
 
 // What the hot loops compute per element, fixed at compile time (docs/DESIGN.md, decision 7).
 enum class feature {
-  plain,               // index targets (cross-entropy or softmax focal), no smoothing, no soft-cap
+  plain,               // cross-entropy with index targets, no smoothing, no soft-cap
+  focal,               // softmax focal, no soft-cap
   smoothing,           // cross-entropy with label smoothing, no class weights, no soft-cap
   weighted_smoothing,  // cross-entropy with label smoothing and class weights, no soft-cap
   general,             // index targets with soft-cap, smoothing and weights as they come

@@ -13,8 +13,9 @@ from kernel_report_loops import find_loops  # noqa: E402
 from kernel_report_manifest import cold_regions  # noqa: E402
 from kernel_report_sass import parse_sass  # noqa: E402
 
-# A loop of four blocks: the hot head, a block of a cold region's own code (its callee inlined
-# from elsewhere, named by the chain), a block mixing the region with hot code, the loop's end.
+# A loop of four blocks: the hot head; a block of region code (its callee inlined from elsewhere,
+# named by the chain) ending in a branch; a block two thirds of one line, a third of another; the
+# loop's end, with an instruction under a predicate.
 LISTING = """
 kernel:
 .L_x_0:
@@ -30,12 +31,15 @@ kernel:
 .L_x_2:
 \t//## File "/src/k.cu", line 22
         /*0050*/                   FADD R5, R4, R1 ;
+        /*0060*/                   FADD R5, R5, R1 ;
 \t//## File "/src/k.cu", line 30
-        /*0060*/                   FADD R6, R5, R1 ;
+        /*0070*/                   FADD R6, R5, R1 ;
 .L_x_3:
 \t//## File "/src/k.cu", line 31
-        /*0070*/                   ISETP.NE.AND P0, PT, R6, RZ, PT ;
-        /*0080*/              @P0 BRA `(.L_x_0) ;
+        /*0080*/              @P1 FADD R7, R6, R6 ;
+        /*0090*/                   ISETP.NE.AND P0, PT, R6, RZ, PT ;
+\t//## File "/src/k.cu", line 40
+        /*00a0*/              @P0 BRA `(.L_x_0) ;
 """
 
 
@@ -45,17 +49,25 @@ class ColdBlocks(unittest.TestCase):
         (loop,) = find_loops(insns, labels)
         return loop
 
+    def cold(self, first, last):
+        return [b[0].addr for b in self.loop().cold_blocks({"r": ("k.cu", first, last)})]
+
     def test_the_chain_of_an_inlined_instruction(self):
         ex2 = next(i for i in self.loop().insns if i.op == "MUFU.EX2")
         self.assertEqual(ex2.line, "math.h:5")
         self.assertEqual(ex2.frames, ("math.h:5", "k.cu:21", "k.cu:21"))
 
-    def test_a_block_wholly_of_the_region_is_cold(self):
-        cold = self.loop().cold_blocks({"r": ("k.cu", 20, 22)})
-        self.assertEqual([[i.addr for i in b] for b in cold], [["0x0020", "0x0030", "0x0040"]])
+    def test_a_block_at_least_half_of_the_region_is_cold(self):
+        self.assertEqual(self.cold(20, 22), ["0x0020", "0x0050"])
+        self.assertEqual(self.cold(22, 22), ["0x0020", "0x0050"])
 
-    def test_a_block_with_hot_code_stays(self):
-        self.assertEqual(self.loop().cold_blocks({"r": ("k.cu", 22, 22)}), [])
+    def test_a_block_mostly_of_other_code_stays(self):
+        self.assertEqual(self.cold(21, 21), [])
+        self.assertEqual(self.cold(30, 30), [])
+
+    def test_region_code_under_a_predicate_beside_other_code_stays(self):
+        self.assertEqual(self.cold(31, 31), [])
+        self.assertEqual(self.cold(31, 40), ["0x0080"])  # the whole block: its own predicate
 
     def test_no_region_no_cold_block(self):
         self.assertEqual(self.loop().cold_blocks({}), [])
