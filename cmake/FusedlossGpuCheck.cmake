@@ -15,12 +15,13 @@ endforeach()
 
 # What the sanitizer tools run: a set that reaches every kernel and every tier once at small sizes
 # (FUSEDLOSS_TEST_SIZE_SCALE shrinks what is large in it). The element kernels: every loss and call,
-# the sizes around their chunks, the element-by-element path and in place. The row kernels: every
+# the sizes around their chunks, the element-by-element path and in place; the bfloat16 lookup
+# kernel (its shared-memory table filled and read) at the table's edges. The row kernels: every
 # tier forced (warp, block, cluster, two_pass, spatial, with class weights and label smoothing, the
 # forward alone, the backward from a saved LSE, softmax focal, probability targets), in place on
 # every layout, a NaN alone in a thread's share; scale_in_place; the memory-space checks.
 set(FUSEDLOSS_CHECK_SANITIZER_FILTER
-    "ElementKernels/*.EveryCall:ElementKernels/bfloat16.SizesThatBreakKernels:ElementKernels/float32.ScalarPathAndInPlace:RowKernels/bfloat16.EveryTierForced:RowKernels/float32.InPlaceGradient:RowKernels/float16.NanLogitAloneInAThreadsShare:ScaleInPlaceGpu.*:MemorySpace.*:ElementKernelsBadInput.*"
+    "ElementKernels/*.EveryCall:ElementKernels/bfloat16.SizesThatBreakKernels:ElementKernels/float32.ScalarPathAndInPlace:ElementLookup.TableEdgesInfinitiesAndNaN:ElementLookup.SaturatedLogitsAndHardTargets:RowKernels/bfloat16.EveryTierForced:RowKernels/float32.InPlaceGradient:RowKernels/float16.NanLogitAloneInAThreadsShare:ScaleInPlaceGpu.*:MemorySpace.*:ElementKernelsBadInput.*"
     CACHE STRING "The GPU tests (a --gtest_filter) that the gpu_check suite runs under each sanitizer")
 # The headline benchmark rows: the copy reference, the fused element losses at 2^28 elements, and
 # cross-entropy at the LLM head's shape and at small class counts, every scenario and forced tier.

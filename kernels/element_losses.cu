@@ -9,17 +9,22 @@
 // base pointers, so that an access costs one multiply-add. Lean copies of the loop serve the
 // common call (no weights, one upstream value; for sigmoid focal gamma = 2, and any other integer
 // gamma); per-class vectors are indexed through a class cursor that the grid stride advances, not
-// by a division an element. Elements before the logits' first 16-byte boundary and after the last
-// whole chunk go through the same code one at a time; if the other arrays are not aligned at the
-// same element the whole pass is element by element. Under `sum`/`mean` each thread adds its
-// chunks' float32 sums into a double, reduced per block and then in a fixed-order one-block pass
-// (detail/reduce.cuh): deterministic, no atomics.
+// by a division an element. Lean bfloat16 BCE and gamma = 2 sigmoid focal (bfloat16 targets) in
+// calls of element_lookup_from() elements or more take a kernel of their own, which reads
+// sigma(-|x|) and log(1 + exp(-|x|)) from a 32 KB table of the bfloat16 magnitudes in shared
+// memory, filled once a block, in place of the exponential, reciprocal and log1p series. Elements
+// before the logits' first 16-byte boundary and after the last whole chunk go through the same
+// code one at a time; if the other arrays are not aligned at the same element the whole pass is
+// element by element. Under `sum`/`mean` each thread adds its chunks' float32 sums into a double,
+// reduced per block and then in a fixed-order one-block pass (detail/reduce.cuh): deterministic,
+// no atomics.
 //
 // Bytes moved (fused forward+backward, the training call): logits and targets read once, the
 // per-element weight read once when there is one, the gradient written once; per-class vectors
 // (weight, pos_weight) are C floats that stay in L1/L2. Under `none` the loss is written once more
 // (4 bytes an element); under `sum`/`mean` 8 bytes a block go to the workspace. The upstream
-// gradient is a device scalar (or one value an element under `none`), read once per thread.
+// gradient is a device scalar (or one value an element under `none`), read once per thread. The
+// lookup kernel's table is computed on the chip, not read from memory.
 //
 // Stability. softplus(±t) = max(±t, 0) + log1p(exp(-|t|)) and a two-sided sigmoid, from one
 // exp(-|t|), never overflow; the one factor that can be infinite, |t|, is skipped when its
@@ -32,6 +37,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <type_traits>
 
@@ -77,41 +83,122 @@ __device__ __forceinline__ float log1p_unit(float e, float addend) {
   return fmaf(s, poly, addend);
 }
 
-// One exp(-|t|), shared by softplus(t), softplus(-t) and the two-sided sigmoids:
-// softplus(±t) = max(±t, 0) + log(1 + exp(-|t|)), whose second term never overflows, and
-// sigma(±t) is one of 1 / (1 + exp(-|t|)) and exp(-|t|) / (1 + exp(-|t|)), never 1 - the other.
-struct logistic {
-  float magnitude;  // |t|
-  float decay;      // exp(-|t|), in [0, 1]
-  float inverse;    // 1 / (1 + exp(-|t|)) = sigma(|t|)
-  bool positive;    // t >= 0
-  __device__ float sigmoid_pos() const { return positive ? inverse : decay * inverse; }
-  __device__ float sigmoid_neg() const { return positive ? decay * inverse : inverse; }
+// The functions of a logit x that the losses use. softplus(±x) = max(±x, 0) + log(1 + exp(-|x|)),
+// whose second term never overflows, and sigma(±x) is each formed directly, never as 1 - the other.
+// Two kinds hold them: series_logistic (from one exp(-|x|), its reciprocal and a series) and
+// table_logistic (one entry of a shared-memory table, for bfloat16 logits in large calls); each
+// forms the two-sided combinations b sigma(x) ± a sigma(-x) in the fewest instructions its values
+// allow.
+struct logistic_common {
+  float magnitude;  // |x|
+  float log1p;      // log(1 + exp(-|x|))
+  float spread;     // sigma(x) sigma(-x)
+  bool positive;    // x >= 0
 };
 
-__device__ __forceinline__ logistic logistic_of(float t) {
-  const float e = detail::fast_exp2(-fabsf(t) * detail::kLog2e);
-  return {fabsf(t), e, __fdividef(1.0f, 1.0f + e), t >= 0.0f};
+// sigma(±x) as u = sigma(|x|) and e u, e = exp(-|x|).
+struct series_logistic : logistic_common {
+  float decay;                                                                       // e, in [0, 1]
+  float inverse;                                                                     // u
+  __device__ float sigmoid() const { return positive ? inverse : decay * inverse; }  // sigma(x)
+  __device__ float complement() const { return positive ? decay * inverse : inverse; }  // sigma(-x)
+  // b sigma(x) - a sigma(-x) and b sigma(x) + a sigma(-x), as u (b ∓ a e) for x >= 0 and
+  // u (b e ∓ a) below: one product of u after a fused multiply-add.
+  __device__ float difference(float b, float a) const {
+    return inverse * (positive ? fmaf(-a, decay, b) : fmaf(b, decay, -a));
+  }
+  __device__ float sum(float b, float a) const {
+    return inverse * (positive ? fmaf(a, decay, b) : fmaf(b, decay, a));
+  }
+};
+
+struct logistic_series {
+  __device__ __forceinline__ series_logistic operator()(float x) const {
+    const float e = detail::fast_exp2(-fabsf(x) * detail::kLog2e);
+    const float u = __fdividef(1.0f, 1.0f + e);
+    return {{fabsf(x), log1p_unit(e, 0.0f), e * u * u, x >= 0.0f}, e, u};
+  }
+};
+
+// sigma(±x) from the table's sigma(-|x|), placed by the sign of x.
+struct table_logistic : logistic_common {
+  float sigmoid_of_x;     // sigma(x)
+  float complement_of_x;  // sigma(-x)
+  __device__ float sigmoid() const { return sigmoid_of_x; }
+  __device__ float complement() const { return complement_of_x; }
+  // One multiply-add each after a common product a sigma(-x).
+  __device__ float difference(float b, float a) const {
+    return fmaf(b, sigmoid_of_x, -(a * complement_of_x));
+  }
+  __device__ float sum(float b, float a) const {
+    return fmaf(b, sigmoid_of_x, a * complement_of_x);
+  }
+};
+
+// The lookup: a bfloat16 is exactly a float32 whose low 16 bits are 0, so there are 32768 logit
+// magnitudes t, and sigma(-t) and log(1 + exp(-t)) are read from an entry a magnitude, in shared
+// memory, in place of EX2, RCP and log1p_unit's series; sigma(t) is 1 - sigma(-t), exact to half
+// an ulp since sigma(-t) <= 1/2. Below 2^-25 every value rounds to its value at 2^-25, and from
+// 104 on (infinity included) exp(-t) rounds to 0, so 4049 magnitudes and a NaN entry make the
+// table: 31.6 KB. Two values an entry, not four with sigma(t) and the product: an 8-byte LDS of
+// data-dependent entries costs about half the shared-memory wavefronts of a 16-byte one
+// (docs/performance.md).
+namespace lookup {
+constexpr uint32_t kFirst = 0x3300;           // bfloat16 bits of 2^-25
+constexpr uint32_t kLast = 0x42d0;            // of 104
+constexpr int kEntries = kLast - kFirst + 2;  // and the NaN entry
+constexpr size_t kBytes = kEntries * sizeof(float2);
+// One block an SM, so that the table is filled once an SM; 80 registers a thread, as the
+// series kernel's 3 blocks of 256.
+constexpr int kThreads = 768;
+}  // namespace lookup
+
+// Entry i, for t the bfloat16 of bits kFirst + i: (sigma(-t), log(1 + exp(-t))), from float32's
+// expf and log1pf (within 2 ulp each: the series' accuracy or better); the last entry is NaN.
+__device__ void fill_lookup(float2* table) {
+  for (int i = threadIdx.x; i < lookup::kEntries; i += blockDim.x) {
+    const float t = __uint_as_float((lookup::kFirst + i) << 16);
+    const float e = i < lookup::kEntries - 1 ? expf(-t) : NAN;
+    table[i] = make_float2(e / (1.0f + e), log1pf(e));
+  }
 }
+
+struct table_lookup {
+  const float2* table;  // shared memory, filled by fill_lookup
+  __device__ __forceinline__ table_logistic operator()(float x) const {
+    // |x| clamped to the table's range by a max and a min that keep a NaN (sm_80), whose bits
+    // then exceed every number's: one more min sends it to the NaN entry.
+    float c;
+    asm("max.NaN.f32 %0, %1, 0f33000000;" : "=f"(c) : "f"(fabsf(x)));
+    asm("min.NaN.f32 %0, %0, 0f42d00000;" : "+f"(c));
+    const uint32_t bits = min(__float_as_uint(c), (lookup::kLast + 1) << 16);
+    // The entry's byte offset is the bits shifted by 16 - 3, their low 16 being 0.
+    const float2 t = *reinterpret_cast<const float2*>(reinterpret_cast<const char*>(table) +
+                                                      (bits >> 13) - lookup::kFirst * 8);
+    const float v = t.x;       // sigma(-|x|)
+    const float u = 1.0f - v;  // sigma(|x|)
+    const bool positive = x >= 0.0f;
+    return {{fabsf(x), t.y, u * v, positive}, positive ? u : v, positive ? v : u};
+  }
+};
 
 // The loss a softplus(-x) + b softplus(x) with the terms' coefficients a = w pw y and b = w (1 - y)
 // (docs/SEMANTICS.md), written as (a + b) log(1 + e) + (x >= 0 ? b : a) |x| with e = exp(-|x|): |x|
 // is the only factor that can be infinite, and its coefficient is its term's, so the product is
 // skipped when that is exactly 0 (a NaN logit still gives NaN through the first term). a + b is
 // formed as w (1 + (pw - 1) y), exactly 1 without weights (kUnitWeights: w = pw = 1, not read).
-// The gradient b sigma(x) - a sigma(-x) = w [sigma(x)(1 + (pw - 1) y) - pw y] is taken as
-// sigma(|x|) (b - a e) for x >= 0 and sigma(|x|) (b e - a) below: a confident positive does not
-// cancel, and both infinities with the matching target give exactly 0.
-template <bool kUnitWeights>
-__device__ __forceinline__ value_and_grad bce(const logistic& l, float y, float w, float pw) {
+// The gradient b sigma(x) - a sigma(-x) = w [sigma(x)(1 + (pw - 1) y) - pw y], from the two
+// sigmoids: a confident positive does not cancel, and both infinities with the matching target give
+// exactly 0.
+template <bool kUnitWeights, class Logistic>
+__device__ __forceinline__ value_and_grad bce(const Logistic& l, float y, float w, float pw) {
   const float a = kUnitWeights ? y : w * pw * y;
   const float b = kUnitWeights ? 1.0f - y : w * (1.0f - y);
   const float own = l.positive ? b : a;  // the |x| term's coefficient
-  float loss = log1p_unit(l.decay, 0.0f);
+  float loss = l.log1p;
   if constexpr (!kUnitWeights) loss *= w * fmaf(pw - 1.0f, y, 1.0f);
   if (own != 0.0f) loss = fmaf(own, l.magnitude, loss);
-  const float slope = l.positive ? fmaf(-a, l.decay, b) : fmaf(b, l.decay, -a);
-  return {loss, slope * l.inverse};
+  return {loss, l.difference(b, a)};
 }
 
 // How a sigmoid focal loop raises 1 - p_t to gamma: gamma = 2 (the default) by one product, an
@@ -134,27 +221,26 @@ __device__ __forceinline__ float integer_power(float m, int n) {
 // (docs/SEMANTICS.md). For an integer gamma the form is branch-free: m^(gamma-1) has no negative
 // power there (gamma = 0 drops its term). A real gamma in (0, 1) can overflow
 // m^(gamma - 1) at a hard target, where the form with m^gamma p_t in its place is used.
-template <focus_power kPower>
-__device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y,
+template <focus_power kPower, class Logistic>
+__device__ __forceinline__ value_and_grad sigmoid_focal(const Logistic& l, float y,
                                                         const focal_constants& f) {
-  const logistic l = logistic_of(x);
   const value_and_grad ce = bce<true>(l, y, 1.0f, 1.0f);  // ce.grad is p - y
-  // With u = sigma(|x|) and e = exp(-|x|): p (1 - p) = e u^2, and 1 - p_t = u (own + other e),
-  // where own and other are 1 - y and y in the order the sign of x puts them (bce's own).
-  const float own = l.positive ? 1.0f - y : y;
-  const float other = l.positive ? y : 1.0f - y;
-  const float m = l.inverse * fmaf(other, l.decay, own);  // 1 - p_t, without cancellation
+  const float m = l.sum(1.0f - y, y);                     // 1 - p_t, without cancellation
   const float alpha_t = fmaf(f.alpha_y, y, f.alpha_0);
   // gamma (2y - 1) p (1 - p) ce
   const float slope =
       (kPower == focus_power::two ? fmaf(4.0f, y, -2.0f) : fmaf(f.gamma_y, y, -f.gamma)) *
-      (l.decay * l.inverse * l.inverse) * ce.loss;
-  if constexpr (kPower != focus_power::real) {
-    const float lower = kPower == focus_power::two ? m : integer_power(m, f.lower_exponent);
-    const float focus = kPower == focus_power::two || f.gamma != 0.0f ? lower * m : 1.0f;
+      l.spread * ce.loss;
+  if constexpr (kPower == focus_power::two) {
+    // alpha_t m (m (p - y) - slope): one product fewer than the general form below.
+    const float scale = alpha_t * m;
+    return {scale * m * ce.loss, scale * fmaf(m, ce.grad, -slope)};
+  } else if constexpr (kPower == focus_power::integer) {
+    const float lower = integer_power(m, f.lower_exponent);
+    const float focus = f.gamma != 0.0f ? lower * m : 1.0f;
     // gamma = 0 drops the slope term, whose 0 * inf would turn an infinite logit's gradient into
     // NaN (as BCE's does not).
-    const float focus_slope = kPower == focus_power::two || f.gamma != 0.0f ? lower * slope : 0.0f;
+    const float focus_slope = f.gamma != 0.0f ? lower * slope : 0.0f;
     return {alpha_t * focus * ce.loss, alpha_t * fmaf(focus, ce.grad, -focus_slope)};
   } else {
     const float focus = powf(m, f.gamma);
@@ -162,7 +248,7 @@ __device__ __forceinline__ value_and_grad sigmoid_focal(float x, float y,
     if (f.gamma == 0.0f) return {loss, alpha_t * ce.grad};
     if (y == 0.0f || y == 1.0f) {
       // m^(gamma - 1) p (1 - p) = m^gamma p_t for hard targets: no negative power to overflow.
-      const float p_t = y == 1.0f ? l.sigmoid_pos() : l.sigmoid_neg();
+      const float p_t = y == 1.0f ? l.sigmoid() : l.complement();
       return {loss, alpha_t * focus * (ce.grad - (2.0f * y - 1.0f) * f.gamma * p_t * ce.loss)};
     }
     return {loss, alpha_t * (focus * ce.grad - powf(m, f.gamma - 1.0f) * slope)};
@@ -236,19 +322,21 @@ __device__ __forceinline__ void load_inputs(const element_problem& p, I i, float
 
 // Computes and stores the N elements at i; returns their loss sum (float32 within the chunk,
 // added to the thread's double sum by the caller). kLean as in load_inputs; kPower: how sigmoid
-// focal raises 1 - p_t to gamma (ignored by the other losses).
-template <int N, class T, element_loss K, bool kLean, focus_power kPower, class I>
+// focal raises 1 - p_t to gamma (ignored by the other losses); `functions` forms each logit's
+// logistic (logistic_series or table_lookup).
+template <int N, class T, element_loss K, bool kLean, focus_power kPower, class Logistic, class I>
 __device__ __forceinline__ float compute_and_store(const element_problem& p,
-                                                   const focal_constants& f, I i,
+                                                   const focal_constants& f,
+                                                   const Logistic& functions, I i,
                                                    const element_inputs<N>& in) {
   float loss[N], grad[N];
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     value_and_grad v;
     if constexpr (K == element_loss::bce) {
-      v = bce<kLean>(logistic_of(in.x[k]), in.y[k], in.w[k], in.pw[k]);
+      v = bce<kLean>(functions(in.x[k]), in.y[k], in.w[k], in.pw[k]);
     } else if constexpr (K == element_loss::sigmoid_focal) {
-      v = sigmoid_focal<kPower>(in.x[k], in.y[k], f);
+      v = sigmoid_focal<kPower>(functions(in.x[k]), in.y[k], f);
     } else {
       const float d = in.x[k] - in.y[k];
       v = {d * d, 2.0f * d};
@@ -295,11 +383,12 @@ __device__ __forceinline__ element_problem advanced(const element_problem& p, in
 
 // The whole chunks of one thread, slab by slab: kUnroll chunks' inputs loaded before any is
 // computed (so that their loads are in flight together), then one at a time for the rest.
-// Returns the loss sum.
-template <class T, class U, element_loss K, bool kLean, focus_power kPower>
-__device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t head, int64_t chunks,
-                                             float upstream, bool per_element_upstream,
-                                             int64_t classes, int64_t cls_step) {
+// Returns the loss sum. kBlock: the block's threads.
+template <class T, class U, element_loss K, bool kLean, focus_power kPower, int kBlock,
+          class Logistic>
+__device__ __forceinline__ double chunk_loop(const element_problem& p, const Logistic& functions,
+                                             int64_t head, int64_t chunks, float upstream,
+                                             bool per_element_upstream, int64_t classes) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
   // The kernel parameter's own (constant space): `q` below is a copy, its constants registers.
   const focal_constants& f = p.focal;
@@ -307,11 +396,13 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t h
   // elements with their options fill the registers alone. Sigmoid focal's arithmetic on two
   // 16-bit chunks at once would spill, so its lean loop loads two chunks and computes them one
   // after the other in a loop of two turns (unrolled, ptxas would issue the second chunk's loads
-  // only after the first chunk's arithmetic).
+  // only after the first chunk's arithmetic). The table lookup's loop too: unrolled, it fits the
+  // registers, but ptxas starts the first chunk's lookups after three of the four loads.
   constexpr bool kOneByOne = kLean && K == element_loss::sigmoid_focal && sizeof(T) == 2;
   constexpr int kUnroll = sizeof(T) == 4 || kLean ? 2 : 1;
-  const uint32_t thread = blockIdx.x * kThreads + threadIdx.x;
-  const uint32_t stride = gridDim.x * kThreads;
+  const uint32_t thread = blockIdx.x * kBlock + threadIdx.x;
+  const uint32_t stride = gridDim.x * kBlock;
+  const int64_t cls_step = int64_t{stride} * N % classes;  // how far the stride moves the class
   double sum = 0;
   for (int64_t first = 0; first < chunks; first += kSlabChunks) {
     const int64_t first_element = head + first * N;
@@ -331,13 +422,15 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t h
       if constexpr (kOneByOne) {
 #pragma unroll 1
         for (int u = 0; u < kUnroll; ++u) {
-          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[0]);
+          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, (c + u * stride) * N,
+                                                           in[0]);
           in[0] = in[1];
         }
       } else {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, (c + u * stride) * N, in[u]);
+          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, (c + u * stride) * N,
+                                                           in[u]);
         }
       }
     }
@@ -345,16 +438,19 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, int64_t h
       element_inputs<N> in;
       load_inputs<N, T, U, K, kLean>(q, c * N, upstream, per_element_upstream, cls, in);
       cls.advance(cls_step);
-      sum += compute_and_store<N, T, K, kLean, kPower>(q, f, c * N, in);
+      sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, c * N, in);
     }
   }
   return sum;
 }
 
-template <class T, class U, element_loss K>
-__global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
-    element_loss_kernel(element_problem p, double* partials) {
+// One thread's share of the call, the block's partial sum included. With the table lookup (only
+// lean bfloat16 BCE and gamma = 2 sigmoid focal take it) only the lean loop is compiled.
+template <class T, class U, element_loss K, int kBlock, class Logistic>
+__device__ __forceinline__ void element_pass(const element_problem& p, const Logistic& functions,
+                                             double* partials) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
+  constexpr bool kLookup = std::is_same_v<Logistic, table_lookup>;
   const bool per_element_upstream =
       p.grad_loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE;
   const float upstream = p.grad != nullptr && !per_element_upstream ? scalar_upstream(p) : 1.0f;
@@ -370,45 +466,78 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
   const int64_t chunks = vector_path ? (p.numel - head) / N : 0;
   const int64_t body_end = head + chunks * N;
 
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t classes = p.num_classes > 0 ? p.num_classes : 1;
-  const int64_t cls_step = stride * N % classes;
   constexpr bool kFocal = K == element_loss::sigmoid_focal;
   const focal_constants& f = p.focal;
   const bool lean = p.weight == nullptr && p.pos_weight == nullptr && !per_element_upstream &&
                     (!kFocal || f.integer_gamma);
   double sum = 0;
-  if (!lean) {
-    sum = chunk_loop<T, U, K, false, focus_power::real>(p, head, chunks, upstream,
-                                                        per_element_upstream, classes, cls_step);
-  } else if (!kFocal || f.gamma == 2.0f) {
-    sum = chunk_loop<T, U, K, true, focus_power::two>(p, head, chunks, upstream, false, classes,
-                                                      cls_step);
-  } else if constexpr (kFocal) {
-    sum = chunk_loop<T, U, K, true, focus_power::integer>(p, head, chunks, upstream, false, classes,
-                                                          cls_step);
+  if (kLookup || (lean && (!kFocal || f.gamma == 2.0f))) {
+    sum = chunk_loop<T, U, K, true, focus_power::two, kBlock>(p, functions, head, chunks, upstream,
+                                                              false, classes);
+  } else if constexpr (!kLookup) {
+    if (!lean) {
+      sum = chunk_loop<T, U, K, false, focus_power::real, kBlock>(
+          p, functions, head, chunks, upstream, per_element_upstream, classes);
+    } else if constexpr (kFocal) {
+      sum = chunk_loop<T, U, K, true, focus_power::integer, kBlock>(p, functions, head, chunks,
+                                                                    upstream, false, classes);
+    }
   }
   // The scalar elements: the head and tail around the chunks, or everything off the vector path.
   const int64_t scalar_head = vector_path ? head : p.numel;
   const int64_t tail_begin = vector_path ? body_end : p.numel;
   const int64_t scalar_count = scalar_head + (p.numel - tail_begin);
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kBlock;
   for (int64_t s = thread; s < scalar_count; s += stride) {
     const int64_t i = s < scalar_head ? s : tail_begin + (s - scalar_head);
     element_inputs<1> in;
-    load_inputs<1, T, U, K, false>(p, i, upstream, per_element_upstream, {classes, i % classes},
-                                   in);
-    sum += compute_and_store<1, T, K, false, focus_power::real>(p, f, i, in);
+    load_inputs<1, T, U, K, kLookup>(p, i, upstream, per_element_upstream, {classes, i % classes},
+                                     in);
+    sum += compute_and_store < 1, T, K, kLookup,
+        kLookup ? focus_power::two : focus_power::real > (p, f, functions, i, in);
   }
-  if (partials != nullptr) detail::write_block_partial<kThreads>(sum, partials);
+  if (partials != nullptr) detail::write_block_partial<kBlock>(sum, partials);
 }
 
-// The grid of a loss whose kernel is built for `resident` blocks an SM.
-cudaError_t grid_size(int64_t numel, int max_blocks, int resident, int* blocks) {
+template <class T, class U, element_loss K>
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
+    element_loss_kernel(element_problem p, double* partials) {
+  element_pass<T, U, K, kThreads>(p, logistic_series{}, partials);
+}
+
+// Lean bfloat16 BCE and gamma = 2 sigmoid focal in calls of element_lookup_from() elements or
+// more: the table filled once a block (lookup::kBytes of dynamic shared memory), then the pass.
+template <element_loss K>
+__global__ void __launch_bounds__(lookup::kThreads, 1)
+    element_lookup_kernel(element_problem p, double* partials) {
+  extern __shared__ float2 table[];
+  fill_lookup(table);
+  __syncthreads();
+  element_pass<__nv_bfloat16, __nv_bfloat16, K, lookup::kThreads>(p, table_lookup{table}, partials);
+}
+
+std::atomic<int64_t> lookup_from{int64_t{1} << 23};
+
+// Whether the call takes element_lookup_kernel: lean (as element_pass's `lean`), bfloat16 logits
+// and targets, and large enough.
+bool takes_lookup(const element_problem& p) {
+  const bool per_element_upstream =
+      p.grad_loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE;
+  return p.logits_dtype == FUSEDLOSS_BFLOAT16 && p.targets_dtype == FUSEDLOSS_BFLOAT16 &&
+         (p.kind == element_loss::bce ||
+          (p.kind == element_loss::sigmoid_focal && p.focal.gamma == 2.0f)) &&
+         p.weight == nullptr && p.pos_weight == nullptr && !per_element_upstream && p.numel > 0 &&
+         p.numel >= lookup_from.load();
+}
+
+// The grid of a loss whose kernel is built for `resident` blocks of `threads` an SM.
+cudaError_t grid_size(int64_t numel, int max_blocks, int resident, int threads, int* blocks) {
   detail::device_facts f;
   if (const cudaError_t e = detail::query_device(&f); e != cudaSuccess) return e;
   // Enough 4-element chunks for every thread, at most a full wave of resident blocks.
-  *blocks = detail::grid_of((numel / 4 + kThreads - 1) / kThreads, f.sms, resident);
+  *blocks = detail::grid_of((numel / 4 + threads - 1) / threads, f.sms, resident);
   if (max_blocks > 0) *blocks = std::min(*blocks, max_blocks);
   return cudaSuccess;
 }
@@ -432,19 +561,36 @@ void launch(const element_problem& p, int blocks, double* partials, cudaStream_t
 cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes) {
   // Sized for the loss with the largest grid, so that one size serves every loss.
   int blocks = 0;
-  const cudaError_t e = grid_size(numel, max_blocks, blocks_per_sm(element_loss::mse), &blocks);
+  const cudaError_t e =
+      grid_size(numel, max_blocks, blocks_per_sm(element_loss::mse), kThreads, &blocks);
   if (e == cudaSuccess) *bytes = static_cast<size_t>(blocks) * sizeof(double);
   return e;
 }
 
+int64_t element_lookup_from() { return lookup_from.load(); }
+
+int64_t set_element_lookup_from(int64_t elements) { return lookup_from.exchange(elements); }
+
 cudaError_t run_element_loss(const element_problem& p, void* workspace, cudaStream_t stream) {
+  const bool table = takes_lookup(p);
   int blocks = 0;
-  cudaError_t e = grid_size(p.numel, p.max_blocks, blocks_per_sm(p.kind), &blocks);
+  cudaError_t e = table
+                      ? grid_size(p.numel, p.max_blocks, 1, lookup::kThreads, &blocks)
+                      : grid_size(p.numel, p.max_blocks, blocks_per_sm(p.kind), kThreads, &blocks);
   if (e != cudaSuccess) return e;
   const bool reduce = p.loss != nullptr && p.reduction != FUSEDLOSS_REDUCTION_NONE;
   double* partials = reduce ? static_cast<double*>(workspace) : nullptr;
 
-  if (p.numel > 0) {
+  if (table) {
+    if (p.kind == element_loss::bce) {
+      element_lookup_kernel<element_loss::bce>
+          <<<blocks, lookup::kThreads, lookup::kBytes, stream>>>(p, partials);
+    } else {
+      element_lookup_kernel<element_loss::sigmoid_focal>
+          <<<blocks, lookup::kThreads, lookup::kBytes, stream>>>(p, partials);
+    }
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  } else if (p.numel > 0) {
     const bool wide_targets = p.targets_dtype != p.logits_dtype;  // float32 beside 16-bit logits
     switch (p.logits_dtype) {
       case FUSEDLOSS_FLOAT16:

@@ -60,6 +60,16 @@ struct element_problem {
 /// Workspace bytes for `numel` elements on the current device under the same max_blocks.
 cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes);
 
+/// Elements from which a lean bfloat16 BCE or gamma = 2 sigmoid focal call (bfloat16 targets, no
+/// weight, pos_weight or per-element upstream) reads its logistic functions from a table in
+/// shared memory, which each block fills first (about a microsecond a call, repaid in calls of
+/// 2^23 elements: docs/performance.md). 2^23 unless set.
+int64_t element_lookup_from();
+
+/// Sets element_lookup_from (the tests send every eligible call through the table with 0);
+/// returns the previous value. Safe to call from any thread; calls in flight are not affected.
+int64_t set_element_lookup_from(int64_t elements);
+
 /// Enqueues the call on `stream`: no allocation, no synchronisation (graph-capturable).
 cudaError_t run_element_loss(const element_problem& problem, void* workspace, cudaStream_t stream);
 
