@@ -83,7 +83,7 @@ __device__ __forceinline__ float log1p_unit(float e, float addend) {
   return fmaf(s, poly, addend);
 }
 
-// The functions of a logit x that the losses use. softplus(±x) = max(±x, 0) + log(1 + exp(-|x|)),
+// The source of a logit x that the losses use. softplus(±x) = max(±x, 0) + log(1 + exp(-|x|)),
 // whose second term never overflows, and sigma(±x) is each formed directly, never as 1 - the other.
 // Two kinds hold them: series_logistic (from one exp(-|x|), its reciprocal and a series) and
 // table_logistic (one entry of a shared-memory table, for bfloat16 logits in large calls); each
@@ -98,10 +98,11 @@ struct logistic_common {
 
 // sigma(±x) as u = sigma(|x|) and e u, e = exp(-|x|).
 struct series_logistic : logistic_common {
-  float decay;                                                                       // e, in [0, 1]
-  float inverse;                                                                     // u
-  __device__ float sigmoid() const { return positive ? inverse : decay * inverse; }  // sigma(x)
-  __device__ float complement() const { return positive ? decay * inverse : inverse; }  // sigma(-x)
+  float decay;    // e, in [0, 1]
+  float inverse;  // u
+  // sigma(x) and sigma(-x)
+  __device__ float sigmoid() const { return positive ? inverse : decay * inverse; }
+  __device__ float complement() const { return positive ? decay * inverse : inverse; }
   // b sigma(x) - a sigma(-x) and b sigma(x) + a sigma(-x), as u (b ∓ a e) for x >= 0 and
   // u (b e ∓ a) below: one product of u after a fused multiply-add.
   __device__ float difference(float b, float a) const {
@@ -112,7 +113,8 @@ struct series_logistic : logistic_common {
   }
 };
 
-struct logistic_series {
+// The series source: EX2 for e, one reciprocal, log1p_unit.
+struct series_source {
   __device__ __forceinline__ series_logistic operator()(float x) const {
     const float e = detail::fast_exp2(-fabsf(x) * detail::kLog2e);
     const float u = __fdividef(1.0f, 1.0f + e);
@@ -163,7 +165,8 @@ __device__ void fill_lookup(float2* table) {
   }
 }
 
-struct table_lookup {
+// The table source: one shared-memory entry an element.
+struct table_source {
   const float2* table;  // shared memory, filled by fill_lookup
   __device__ __forceinline__ table_logistic operator()(float x) const {
     // |x| clamped to the table's range by a max and a min that keep a NaN (sm_80), whose bits
@@ -322,21 +325,20 @@ __device__ __forceinline__ void load_inputs(const element_problem& p, I i, float
 
 // Computes and stores the N elements at i; returns their loss sum (float32 within the chunk,
 // added to the thread's double sum by the caller). kLean as in load_inputs; kPower: how sigmoid
-// focal raises 1 - p_t to gamma (ignored by the other losses); `functions` forms each logit's
-// logistic (logistic_series or table_lookup).
-template <int N, class T, element_loss K, bool kLean, focus_power kPower, class Logistic, class I>
+// focal raises 1 - p_t to gamma (ignored by the other losses); `source` forms each logit's
+// logistic (series_source or table_source).
+template <int N, class T, element_loss K, bool kLean, focus_power kPower, class Source, class I>
 __device__ __forceinline__ float compute_and_store(const element_problem& p,
-                                                   const focal_constants& f,
-                                                   const Logistic& functions, I i,
-                                                   const element_inputs<N>& in) {
+                                                   const focal_constants& f, const Source& source,
+                                                   I i, const element_inputs<N>& in) {
   float loss[N], grad[N];
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     value_and_grad v;
     if constexpr (K == element_loss::bce) {
-      v = bce<kLean>(functions(in.x[k]), in.y[k], in.w[k], in.pw[k]);
+      v = bce<kLean>(source(in.x[k]), in.y[k], in.w[k], in.pw[k]);
     } else if constexpr (K == element_loss::sigmoid_focal) {
-      v = sigmoid_focal<kPower>(functions(in.x[k]), in.y[k], f);
+      v = sigmoid_focal<kPower>(source(in.x[k]), in.y[k], f);
     } else {
       const float d = in.x[k] - in.y[k];
       v = {d * d, 2.0f * d};
@@ -385,8 +387,8 @@ __device__ __forceinline__ element_problem advanced(const element_problem& p, in
 // computed (so that their loads are in flight together), then one at a time for the rest.
 // Returns the loss sum. kBlock: the block's threads.
 template <class T, class U, element_loss K, bool kLean, focus_power kPower, int kBlock,
-          class Logistic>
-__device__ __forceinline__ double chunk_loop(const element_problem& p, const Logistic& functions,
+          class Source>
+__device__ __forceinline__ double chunk_loop(const element_problem& p, const Source& source,
                                              int64_t head, int64_t chunks, float upstream,
                                              bool per_element_upstream, int64_t classes) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
@@ -422,15 +424,15 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const Log
       if constexpr (kOneByOne) {
 #pragma unroll 1
         for (int u = 0; u < kUnroll; ++u) {
-          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, (c + u * stride) * N,
-                                                           in[0]);
+          sum +=
+              compute_and_store<N, T, K, kLean, kPower>(q, f, source, (c + u * stride) * N, in[0]);
           in[0] = in[1];
         }
       } else {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-          sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, (c + u * stride) * N,
-                                                           in[u]);
+          sum +=
+              compute_and_store<N, T, K, kLean, kPower>(q, f, source, (c + u * stride) * N, in[u]);
         }
       }
     }
@@ -438,7 +440,7 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const Log
       element_inputs<N> in;
       load_inputs<N, T, U, K, kLean>(q, c * N, upstream, per_element_upstream, cls, in);
       cls.advance(cls_step);
-      sum += compute_and_store<N, T, K, kLean, kPower>(q, f, functions, c * N, in);
+      sum += compute_and_store<N, T, K, kLean, kPower>(q, f, source, c * N, in);
     }
   }
   return sum;
@@ -446,11 +448,11 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const Log
 
 // One thread's share of the call, the block's partial sum included. With the table lookup (only
 // lean bfloat16 BCE and gamma = 2 sigmoid focal take it) only the lean loop is compiled.
-template <class T, class U, element_loss K, int kBlock, class Logistic>
-__device__ __forceinline__ void element_pass(const element_problem& p, const Logistic& functions,
+template <class T, class U, element_loss K, int kBlock, class Source>
+__device__ __forceinline__ void element_pass(const element_problem& p, const Source& source,
                                              double* partials) {
   constexpr int N = detail::kVectorBytes / sizeof(T);
-  constexpr bool kLookup = std::is_same_v<Logistic, table_lookup>;
+  constexpr bool kLookup = std::is_same_v<Source, table_source>;
   const bool per_element_upstream =
       p.grad_loss != nullptr && p.reduction == FUSEDLOSS_REDUCTION_NONE;
   const float upstream = p.grad != nullptr && !per_element_upstream ? scalar_upstream(p) : 1.0f;
@@ -473,14 +475,14 @@ __device__ __forceinline__ void element_pass(const element_problem& p, const Log
                     (!kFocal || f.integer_gamma);
   double sum = 0;
   if (kLookup || (lean && (!kFocal || f.gamma == 2.0f))) {
-    sum = chunk_loop<T, U, K, true, focus_power::two, kBlock>(p, functions, head, chunks, upstream,
+    sum = chunk_loop<T, U, K, true, focus_power::two, kBlock>(p, source, head, chunks, upstream,
                                                               false, classes);
   } else if constexpr (!kLookup) {
     if (!lean) {
-      sum = chunk_loop<T, U, K, false, focus_power::real, kBlock>(
-          p, functions, head, chunks, upstream, per_element_upstream, classes);
+      sum = chunk_loop<T, U, K, false, focus_power::real, kBlock>(p, source, head, chunks, upstream,
+                                                                  per_element_upstream, classes);
     } else if constexpr (kFocal) {
-      sum = chunk_loop<T, U, K, true, focus_power::integer, kBlock>(p, functions, head, chunks,
+      sum = chunk_loop<T, U, K, true, focus_power::integer, kBlock>(p, source, head, chunks,
                                                                     upstream, false, classes);
     }
   }
@@ -490,13 +492,14 @@ __device__ __forceinline__ void element_pass(const element_problem& p, const Log
   const int64_t scalar_count = scalar_head + (p.numel - tail_begin);
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kBlock;
+  // The lookup kernel takes lean calls only; the series kernel's scalar path serves every option.
+  constexpr focus_power kScalarPower = kLookup ? focus_power::two : focus_power::real;
   for (int64_t s = thread; s < scalar_count; s += stride) {
     const int64_t i = s < scalar_head ? s : tail_begin + (s - scalar_head);
     element_inputs<1> in;
     load_inputs<1, T, U, K, kLookup>(p, i, upstream, per_element_upstream, {classes, i % classes},
                                      in);
-    sum += compute_and_store < 1, T, K, kLookup,
-        kLookup ? focus_power::two : focus_power::real > (p, f, functions, i, in);
+    sum += compute_and_store<1, T, K, kLookup, kScalarPower>(p, f, source, i, in);
   }
   if (partials != nullptr) detail::write_block_partial<kBlock>(sum, partials);
 }
@@ -504,7 +507,7 @@ __device__ __forceinline__ void element_pass(const element_problem& p, const Log
 template <class T, class U, element_loss K>
 __global__ void __launch_bounds__(kThreads, blocks_per_sm(K))
     element_loss_kernel(element_problem p, double* partials) {
-  element_pass<T, U, K, kThreads>(p, logistic_series{}, partials);
+  element_pass<T, U, K, kThreads>(p, series_source{}, partials);
 }
 
 // Lean bfloat16 BCE and gamma = 2 sigmoid focal in calls of element_lookup_from() elements or
@@ -515,7 +518,7 @@ __global__ void __launch_bounds__(lookup::kThreads, 1)
   extern __shared__ float2 table[];
   fill_lookup(table);
   __syncthreads();
-  element_pass<__nv_bfloat16, __nv_bfloat16, K, lookup::kThreads>(p, table_lookup{table}, partials);
+  element_pass<__nv_bfloat16, __nv_bfloat16, K, lookup::kThreads>(p, table_source{table}, partials);
 }
 
 std::atomic<int64_t> lookup_from{int64_t{1} << 23};
