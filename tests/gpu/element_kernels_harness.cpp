@@ -165,4 +165,25 @@ void expect_matches_reference(const element_case& c, fusedloss_dtype dtype) {
   }
 }
 
+void expect_matches_reference_on(element_case c, fusedloss_dtype dtype,
+                                 const std::vector<double>& logits,
+                                 const std::vector<double>& targets) {
+  c.numel = static_cast<int64_t>(logits.size());
+  c.reduction = FUSEDLOSS_REDUCTION_NONE;
+  SCOPED_TRACE(c.describe());
+  std::mt19937_64 rng(1);
+  inputs in(c, dtype, rng);
+  in.logits = buffer(dtype, logits);
+  in.targets = buffer(dtype, targets);
+  const host_outputs want = run_reference(c, dtype, in);
+  device_arrays dev(in, c);
+  ASSERT_EQ(run(c, dtype, FUSEDLOSS_DEVICE_CUDA, dev.bind(c, dtype)), FUSEDLOSS_SUCCESS);
+  host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, logits.size()),
+                   buffer::poisoned(dtype, logits.size())};
+  dev.loss.download(got.loss);
+  dev.grad.download(got.grad);
+  expect_close(got.loss.values(), want.loss.values(), kElementLossTolerance, "loss");
+  expect_close(got.grad.values(), want.grad.values(), tolerance_for(dtype), "grad");
+}
+
 }  // namespace fusedloss::gpu_tests::element_kernels

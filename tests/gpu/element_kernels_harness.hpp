@@ -210,6 +210,12 @@ host_outputs run_reference(const element_case& c, fusedloss_dtype dtype, const i
 // Compares the GPU's outputs with the reference's for one case.
 void expect_matches_reference(const element_case& c, fusedloss_dtype dtype);
 
+// The same on given logits and targets (c.numel of each, rounded to dtype) under reduction none:
+// the per-element losses and gradients compared.
+void expect_matches_reference_on(element_case c, fusedloss_dtype dtype,
+                                 const std::vector<double>& logits,
+                                 const std::vector<double>& targets);
+
 template <class Dtype>
 class ElementKernels : public ::testing::Test {
  protected:

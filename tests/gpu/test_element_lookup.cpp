@@ -105,22 +105,7 @@ TEST_F(ElementLookup, TableEdgesInfinitiesAndNaN) {
   for (loss_kind kind : {loss_kind::bce, loss_kind::sigmoid_focal}) {
     element_case c;
     c.kind = kind;
-    c.numel = static_cast<int64_t>(x.size());
-    c.reduction = FUSEDLOSS_REDUCTION_NONE;
-    SCOPED_TRACE(c.describe());
-    std::mt19937_64 rng(1);
-    inputs in(c, kBf16, rng);
-    in.logits = buffer(kBf16, x);
-    in.targets = buffer(kBf16, y);
-    const host_outputs want = run_reference(c, kBf16, in);
-    device_arrays dev(in, c);
-    ASSERT_EQ(run(c, kBf16, FUSEDLOSS_DEVICE_CUDA, dev.bind(c, kBf16)), FUSEDLOSS_SUCCESS);
-    host_outputs got{buffer::poisoned(FUSEDLOSS_FLOAT32, x.size()),
-                     buffer::poisoned(kBf16, x.size())};
-    dev.loss.download(got.loss);
-    dev.grad.download(got.grad);
-    expect_close(got.loss.values(), want.loss.values(), kElementLossTolerance, "loss");
-    expect_close(got.grad.values(), want.grad.values(), tolerance_for(kBf16), "grad");
+    expect_matches_reference_on(c, kBf16, x, y);
   }
 }
 
