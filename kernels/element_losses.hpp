@@ -62,7 +62,7 @@ cudaError_t element_workspace_bytes(int64_t numel, int max_blocks, size_t* bytes
 
 /// Elements from which a lean bfloat16 BCE or gamma = 2 sigmoid focal call (bfloat16 targets, no
 /// weight, pos_weight or per-element upstream) reads its logistic functions from a table in
-/// shared memory, which each block fills first (about a microsecond a call, repaid in calls of
+/// shared memory, which each block fills first (estimated at a microsecond a call, repaid from
 /// 2^23 elements: docs/performance.md). 2^23 unless set.
 int64_t element_lookup_from();
 
