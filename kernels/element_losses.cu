@@ -83,7 +83,7 @@ __device__ __forceinline__ float log1p_unit(float e, float addend) {
   return fmaf(s, poly, addend);
 }
 
-// The source of a logit x that the losses use. softplus(±x) = max(±x, 0) + log(1 + exp(-|x|)),
+// The functions of a logit x that the losses use. softplus(±x) = max(±x, 0) + log(1 + exp(-|x|)),
 // whose second term never overflows, and sigma(±x) is each formed directly, never as 1 - the other.
 // Two kinds hold them: series_logistic (from one exp(-|x|), its reciprocal and a series) and
 // table_logistic (one entry of a shared-memory table, for bfloat16 logits in large calls); each
@@ -126,8 +126,6 @@ struct series_source {
 struct table_logistic : logistic_common {
   float sigmoid_of_x;     // sigma(x)
   float complement_of_x;  // sigma(-x)
-  __device__ float sigmoid() const { return sigmoid_of_x; }
-  __device__ float complement() const { return complement_of_x; }
   // One multiply-add each after a common product a sigma(-x).
   __device__ float difference(float b, float a) const {
     return fmaf(b, sigmoid_of_x, -(a * complement_of_x));
