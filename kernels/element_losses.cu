@@ -392,14 +392,19 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const Sou
   constexpr int N = detail::kVectorBytes / sizeof(T);
   // The kernel parameter's own (constant space): `q` below is a copy, its constants registers.
   const focal_constants& f = p.focal;
-  // Float32, or a lean call: two chunks (4 loads or more in flight); a 16-bit chunk's eight
-  // elements with their options fill the registers alone. Sigmoid focal's arithmetic on two
-  // 16-bit chunks at once would spill, so its lean loop loads two chunks and computes them one
-  // after the other in a loop of two turns (unrolled, ptxas would issue the second chunk's loads
-  // only after the first chunk's arithmetic). The table lookup's loop too: unrolled, it fits the
-  // registers, but ptxas starts the first chunk's lookups after three of the four loads.
-  constexpr bool kOneByOne = kLean && K == element_loss::sigmoid_focal && sizeof(T) == 2;
+  // Float32, or a lean call: two chunks a turn (4 loads or more in flight); a 16-bit chunk's eight
+  // elements with their options fill the registers alone.
   constexpr int kUnroll = sizeof(T) == 4 || kLean ? 2 : 1;
+  // The lookup kernel's turns are rotated: a turn's loads are issued at the end of the turn before
+  // it, so that the loop's back branch parts them from the turn's arithmetic. In one basic block
+  // with it, ptxas starts the first chunk's lookups after three of the four loads, and the fourth
+  // waits for the first to arrive.
+  constexpr bool kRotated = std::is_same_v<Source, table_source>;
+  // Sigmoid focal's series arithmetic on two 16-bit chunks at once would spill, so its lean loop
+  // loads two chunks and computes them one after the other in a loop of two trips (unrolled, ptxas
+  // would issue the second chunk's loads only after the first chunk's arithmetic).
+  constexpr bool kOneByOne =
+      !kRotated && kLean && K == element_loss::sigmoid_focal && sizeof(T) == 2;
   const uint32_t thread = blockIdx.x * kBlock + threadIdx.x;
   const uint32_t stride = gridDim.x * kBlock;
   const int64_t cls_step = int64_t{stride} * N % classes;  // how far the stride moves the class
@@ -410,27 +415,42 @@ __device__ __forceinline__ double chunk_loop(const element_problem& p, const Sou
     const auto count =
         static_cast<uint32_t>(chunks - first < kSlabChunks ? chunks - first : kSlabChunks);
     class_cursor cls{classes, (first_element + int64_t{thread} * N) % classes};
-    uint32_t c = thread;
-    for (; c + (kUnroll - 1) * stride < count; c += kUnroll * stride) {
-      element_inputs<N> in[kUnroll];
+    const auto whole_turn = [&](uint32_t at) { return at + (kUnroll - 1) * stride < count; };
+    element_inputs<N> in[kUnroll];
+    const auto load_turn = [&](uint32_t at) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        load_inputs<N, T, U, K, kLean>(q, (c + u * stride) * N, upstream, per_element_upstream, cls,
-                                       in[u]);
+        load_inputs<N, T, U, K, kLean>(q, (at + u * stride) * N, upstream, per_element_upstream,
+                                       cls, in[u]);
         cls.advance(cls_step);
       }
-      if constexpr (kOneByOne) {
-#pragma unroll 1
-        for (int u = 0; u < kUnroll; ++u) {
-          sum +=
-              compute_and_store<N, T, K, kLean, kPower>(q, f, source, (c + u * stride) * N, in[0]);
-          in[0] = in[1];
-        }
-      } else {
+    };
+    const auto compute_turn = [&](uint32_t at) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          sum +=
-              compute_and_store<N, T, K, kLean, kPower>(q, f, source, (c + u * stride) * N, in[u]);
+      for (int u = 0; u < kUnroll; ++u) {
+        sum +=
+            compute_and_store<N, T, K, kLean, kPower>(q, f, source, (at + u * stride) * N, in[u]);
+      }
+    };
+    uint32_t c = thread;
+    if constexpr (kRotated) {
+      if (whole_turn(c)) load_turn(c);
+      for (; whole_turn(c); c += kUnroll * stride) {
+        compute_turn(c);
+        if (whole_turn(c + kUnroll * stride)) load_turn(c + kUnroll * stride);
+      }
+    } else {
+      for (; whole_turn(c); c += kUnroll * stride) {
+        load_turn(c);
+        if constexpr (kOneByOne) {
+#pragma unroll 1
+          for (int u = 0; u < kUnroll; ++u) {
+            sum += compute_and_store<N, T, K, kLean, kPower>(q, f, source, (c + u * stride) * N,
+                                                             in[0]);
+            in[0] = in[1];
+          }
+        } else {
+          compute_turn(c);
         }
       }
     }
