@@ -3,6 +3,7 @@
 // element_lookup_from() elements on: here every eligible call takes it, at the sizes, layouts and
 // calls that the series kernel's tests cover, and at the logits where the table's clamps and its
 // NaN entry act. Against the CPU reference, with the element tests' tolerances.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -41,7 +42,8 @@ TEST_F(ElementLookup, EveryCallSizeAndLayout) {
                                    fusedloss::call::backward}) {
         // Backward under `none` has an upstream value an element: the series kernel's.
         if (call == fusedloss::call::backward && reduction == FUSEDLOSS_REDUCTION_NONE) continue;
-        // A few elements (scalar only), one chunk and a tail, many turns; aligned and not.
+        // A few elements (scalar only), one chunk and a tail, and a size that gives each thread of
+        // the grid a chunk or none; aligned and not. SeveralTurnsAThread takes the loop further.
         for (int64_t numel : {int64_t{5}, int64_t{8 + 3}, scaled_size((1 << 18) + 13)}) {
           for (int64_t offset : {0, 1}) {
             element_case c;
@@ -57,6 +59,28 @@ TEST_F(ElementLookup, EveryCallSizeAndLayout) {
           }
         }
       }
+    }
+  }
+}
+
+// The loop of turns itself (two chunks a turn, the next turn's loads issued before the loop's
+// back branch), which the sizes above never reach: at most one 768-thread block an SM, so a grid
+// stride covers SMs x 768 chunks of 8 elements, and 4.5 strides give each thread two whole turns
+// and half the threads a chunk after them.
+TEST_F(ElementLookup, SeveralTurnsAThread) {
+  int device = 0;
+  int sms = 0;
+  FUSEDLOSS_CUDA_OK(cudaGetDevice(&device));
+  FUSEDLOSS_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t stride = int64_t{sms} * 768 * 8;
+  for (loss_kind kind : {loss_kind::bce, loss_kind::sigmoid_focal}) {
+    for (fusedloss_reduction reduction : {FUSEDLOSS_REDUCTION_NONE, FUSEDLOSS_REDUCTION_MEAN}) {
+      element_case c;
+      c.kind = kind;
+      c.reduction = reduction;
+      c.numel = stride * 9 / 2 + 13;
+      c.grad_scale = 0.75f;
+      expect_matches_reference(c, kBf16);
     }
   }
 }
