@@ -30,8 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tests each stage runs (tests/gpu-check/CTestTestfile.cmake.in), in the report's order.
 STAGES = {
     "tests": ["cpu_suite", "c_abi", "gpu_suite", "validate_gpu", "bench_headline", "compare",
-              "linear_bench", "python", "gpu_slow", "validate_catches_wrong_backend",
-              "validate_catches_tight_tolerance"],
+              "linear_bench", "hardware_counters", "python", "gpu_slow",
+              "validate_catches_wrong_backend", "validate_catches_tight_tolerance"],
     "sanitize": ["sanitize_memcheck", "sanitize_racecheck", "sanitize_initcheck",
                  "sanitize_synccheck"],
 }
@@ -235,7 +235,8 @@ def test_result(results, case):
         t["bench"] = bench_rows(os.path.join(results, "bench.json"))
         if t["bench"] and any(r["error"] for r in t["bench"]["rows"]) and status == "pass":
             t["status"], t["detail"] = "fail", "a benchmark row failed"
-    for table, path in (("compare", "compare/compare.md"), ("linear_bench", "linear/*.md")):
+    for table, path in (("compare", "compare/compare.md"), ("linear_bench", "linear/*.md"),
+                        ("hardware_counters", "counters/counters.md")):
         if name == table:
             found = sorted(glob.glob(os.path.join(results, path)))
             t["table"] = read_text(found[0]) if found else None
