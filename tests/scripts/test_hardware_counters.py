@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -42,9 +43,10 @@ VALUES = {
 }
 
 # A stand-in for ncu: profiling writes the --export report, --import prints the details page of
-# $FAKE_CSV; with $FAKE_DENIED set it fails as a container without counter access does.
+# $FAKE_CSV; with $FAKE_DENIED set it fails as a container without counter access does; profiling
+# takes $FAKE_SECONDS.
 FAKE_NCU = """#!/usr/bin/env python3
-import os, sys
+import os, sys, time
 if os.environ.get("FAKE_DENIED"):
     print("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to access counters")
     sys.exit(1)
@@ -52,6 +54,7 @@ if "--import" in sys.argv:
     print("==PROF== Disconnected")
     print(open(os.environ["FAKE_CSV"]).read())
     sys.exit(0)
+time.sleep(float(os.environ.get("FAKE_SECONDS", "0")))
 out = sys.argv[sys.argv.index("--export") + 1]
 open(out + ".ncu-rep", "w").close()
 """
@@ -108,6 +111,13 @@ class WithAStandInForNcu(unittest.TestCase):
         with open(self.csv, "w") as f:
             f.write(HEADER + "\n" + details("element_lookup_kernel", VALUES))
 
+    def read_out(self):
+        out = os.path.join(self.dir, "out")
+        with open(os.path.join(out, "counters.json"), encoding="utf-8") as f:
+            data = json.load(f)
+        with open(os.path.join(out, "counters.md"), encoding="utf-8") as f:
+            return data, f.read()
+
     def run_script(self, **env):
         out = os.path.join(self.dir, "out")
         script = os.path.join(ROOT, "bench", "hardware_counters.py")
@@ -115,10 +125,7 @@ class WithAStandInForNcu(unittest.TestCase):
                             "--ncu", self.ncu],
                            capture_output=True, text=True,
                            env=dict(os.environ, FAKE_CSV=self.csv, **env))
-        with open(os.path.join(out, "counters.json"), encoding="utf-8") as f:
-            data = json.load(f)
-        with open(os.path.join(out, "counters.md"), encoding="utf-8") as f:
-            return r.returncode, data, f.read()
+        return (r.returncode, *self.read_out())
 
     def test_every_row_profiled(self):
         rc, data, md = self.run_script()
@@ -141,6 +148,19 @@ class WithAStandInForNcu(unittest.TestCase):
         rc, data, md = self.run_script()
         self.assertEqual(rc, 1)
         self.assertIn("ncu reported no", data["rows"][0]["error"])
+
+    def test_a_row_over_the_time_left_ends_the_run(self):
+        # Rows of 2 s in 3 s for all: the first row is profiled, the second gets the 1 s left.
+        argv = ["hardware_counters.py", "--bench", "/bin/true",
+                "--out", os.path.join(self.dir, "out"), "--ncu", self.ncu]
+        with mock.patch.object(prof, "TOTAL_S", 3), mock.patch.object(sys, "argv", argv), \
+                mock.patch.dict(os.environ, FAKE_CSV=self.csv, FAKE_SECONDS="2"):
+            rc = prof.main()
+        data, md = self.read_out()
+        self.assertEqual(rc, 1)
+        self.assertEqual(len(data["rows"]), 2, md)
+        self.assertIn("figures", data["rows"][0])
+        self.assertIn("the rows after it not run", data["rows"][1]["error"])
 
 
 if __name__ == "__main__":
